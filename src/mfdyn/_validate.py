@@ -1,0 +1,79 @@
+"""Argument checks shared by every module.
+
+Every check is tracer-safe: values that are JAX tracers (inside ``jit``/``vmap``, e.g. a swept
+problem constant) are not inspected, so the same constructors serve both eager validation and
+traced construction inside batched kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import numpy as np
+
+from .errors import InputError
+
+
+def is_traced(x: Any) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
+
+
+def _short(value: Any) -> str:
+    text = np.array2string(np.asarray(value), threshold=8, edgeitems=2) if np.ndim(value) else repr(value)
+    text = " ".join(str(text).split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def finite_array(name: str, value: Any, *, ndim: int | None = None, allow_complex: bool = True) -> Any:
+    """Return ``value`` as an array after checking it is numeric, finite and of rank ``ndim``."""
+    if is_traced(value):
+        return value
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # noqa: BLE001 - any conversion failure is bad input
+        raise InputError(f"{name} must be numeric, got {_short(value)} ({exc})") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise InputError(f"{name} must be numeric, got {_short(value)}")
+    if ndim is not None and arr.ndim != ndim:
+        raise InputError(f"{name} must have {ndim} dimension(s), got shape {arr.shape}")
+    if np.iscomplexobj(arr) and not allow_complex:
+        raise InputError(f"{name} must be real, got complex values {_short(arr)}")
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"{name} must be finite, got {_short(arr)}")
+    return value
+
+
+def finite_scalar(name: str, value: Any, *, positive: bool = False, nonnegative: bool = False) -> Any:
+    if is_traced(value):
+        return value
+    try:
+        x = float(value)
+    except Exception:  # noqa: BLE001
+        raise InputError(f"{name} must be a real number, got {_short(value)}") from None
+    if not math.isfinite(x):
+        raise InputError(f"{name} must be finite, got {x}")
+    if positive and x <= 0:
+        raise InputError(f"{name} must be > 0, got {x}")
+    if nonnegative and x < 0:
+        raise InputError(f"{name} must be >= 0, got {x}")
+    return value
+
+
+def integer(name: str, value: Any, *, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise InputError(f"{name} must be an integer, got {_short(value)}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise InputError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def choice(name: str, value: Any, options: tuple[str, ...]) -> str:
+    if value not in options:
+        raise InputError(f"{name} must be one of {', '.join(map(repr, options))}; got {value!r}")
+    return value

@@ -1,0 +1,78 @@
+"""The ``mfdyn`` command line.
+
+Each module in this package defines ``register(app: typer.Typer)``; modules are discovered
+automatically. Bad input (``mfdyn.InputError`` or a usage error) prints one line ``error: ...`` on
+stderr and exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import typer
+
+try:  # typer >= 0.20 vendors click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exceptions
+
+from ..errors import InputError
+
+app = typer.Typer(
+    name="mfdyn",
+    help="Training dynamics of matrix factorization: GD, gradient flow, sweeps and paper reproductions.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_REGISTERED = False
+
+
+@app.callback()
+def _root() -> None:
+    """Training dynamics of matrix factorization: GD, gradient flow, sweeps and paper reproductions."""
+
+
+def build_app() -> typer.Typer:
+    global _REGISTERED
+    if not _REGISTERED:
+        for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+            if info.name.startswith("_"):
+                continue
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            if hasattr(module, "register"):
+                module.register(app)
+        _REGISTERED = True
+    return app
+
+
+def fail(message: str) -> None:
+    """Print ``error: message`` to stderr and exit 2 (for checks done inside commands)."""
+    raise InputError(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the exit code."""
+    build_app()
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="mfdyn")
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _exit(2, argv)
+    except click_exceptions.ClickException as exc:
+        print(f"error: {exc.format_message()}", file=sys.stderr)
+        return _exit(2, argv)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        return _exit(130, argv)
+    code = result if isinstance(result, int) else 0
+    return _exit(code, argv)
+
+
+def _exit(code: int, argv) -> int:
+    if argv is None:  # called as the console script
+        sys.exit(code)
+    return code

@@ -1,0 +1,199 @@
+"""Gradient descent and gradient flow on any problem family.
+
+GD (heavy-ball when ``momentum > 0``): ``v <- momentum v - eta grad f(z)``, ``z <- z + v``; with
+``momentum = 0`` this is exactly ``z <- z - eta grad f(z)``. Gradient flow: ``dz/dt = -grad f(z)``
+in real coordinates (MATH.md §0), integrated by diffrax.
+
+Compiled functions are module-level and keyed by the problem's static structure, the recorded
+names and the record layout; ``eta``, ``momentum`` and every problem constant are traced, so new
+values never recompile.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Sequence
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validate as v
+from . import observables as obs
+from .errors import InputError
+from .pytree import PyTree, tree_all_finite, tree_where
+from .trajectory import Trajectory
+
+
+def gd_update(problem: Any, params: PyTree, velocity: PyTree, eta: jax.Array, momentum: jax.Array):
+    """One heavy-ball step; returns ``(params', velocity')``. Pure; shared by ``gd`` and ``sweep``."""
+    g = problem.grad(params)
+    velocity = jax.tree_util.tree_map(lambda vel, gi: momentum * vel - eta * gi, velocity, g)
+    params = jax.tree_util.tree_map(lambda p, vel: p + vel, params, velocity)
+    return params, velocity
+
+
+def guarded_update(problem, carry, eta, momentum):
+    """A GD step that freezes at the last finite state and records the step it diverged at.
+
+    ``carry = (params, velocity, step, diverged_at)`` with ``diverged_at = -1`` while finite.
+    """
+    params, velocity, step, diverged_at = carry
+    new_p, new_v = gd_update(problem, params, velocity, eta, momentum)
+    finite = tree_all_finite(new_p) & tree_all_finite(new_v)
+    alive = diverged_at < 0
+    diverged_at = jnp.where(alive & ~finite, step + 1, diverged_at)
+    keep = alive & finite
+    return (tree_where(keep, new_p, params), tree_where(keep, new_v, velocity), step + 1, diverged_at)
+
+
+@partial(jax.jit, static_argnames=("n_blocks", "every", "remainder", "names"))
+def _gd_scan(problem, params0, eta, momentum, *, n_blocks: int, every: int, remainder: int, names: tuple[str, ...]):
+    zero_v = jax.tree_util.tree_map(jnp.zeros_like, params0)
+    carry = (params0, zero_v, jnp.asarray(0, jnp.int64), jnp.asarray(-1, jnp.int64))
+    step = lambda _, c: guarded_update(problem, c, eta, momentum)  # noqa: E731
+    record = lambda p: obs.evaluate(problem, p, names)  # noqa: E731
+
+    def block(c, _):
+        c = jax.lax.fori_loop(0, every, step, c)
+        return c, record(c[0])
+
+    carry, recs = jax.lax.scan(block, carry, None, length=n_blocks)
+    first = jax.tree_util.tree_map(lambda x: x[None], record(params0))
+    recs = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), first, recs)
+    if remainder:
+        carry = jax.lax.fori_loop(0, remainder, step, carry)
+        last = jax.tree_util.tree_map(lambda x: x[None], record(carry[0]))
+        recs = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), recs, last)
+    return carry[0], carry[3], recs
+
+
+def _check_eta(eta: Any) -> jax.Array:
+    v.finite_scalar("eta", eta, positive=True)
+    return jnp.asarray(eta, dtype=jnp.float64)
+
+
+def gd(
+    problem: Any,
+    params0: PyTree,
+    eta: float,
+    steps: int,
+    record: Sequence[str] = ("loss",),
+    every: int = 1,
+    momentum: float = 0.0,
+) -> Trajectory:
+    """Run ``steps`` GD steps from ``params0`` and record ``record`` every ``every`` steps.
+
+    Recorded steps are ``0, every, 2 every, ...`` and ``steps`` itself. At the first non-finite state
+    the run stops cleanly: ``diverged_at`` is that step, ``final`` the last finite state, and records
+    at or after it are dropped.
+    """
+    params0 = problem.check_params(params0, "params0")
+    eta_arr = _check_eta(eta)
+    steps = v.integer("steps", steps, minimum=0)
+    every = v.integer("every", every, minimum=1)
+    v.finite_scalar("momentum", momentum, nonnegative=True)
+    names = obs.check_names(record)
+    n_blocks, remainder = divmod(steps, every)
+    final, diverged_at, recs = _gd_scan(
+        problem, params0, eta_arr, jnp.asarray(momentum, jnp.float64),
+        n_blocks=n_blocks, every=every, remainder=remainder, names=names,
+    )
+    record_steps = np.arange(n_blocks + 1) * every
+    if remainder:
+        record_steps = np.append(record_steps, steps)
+    div = int(diverged_at)
+    keep = record_steps < div if div >= 0 else np.ones(record_steps.shape, bool)
+    observables = {n: np.asarray(recs[n])[keep] for n in names}
+    return Trajectory(
+        problem=problem, observables=observables, final=final, diverged_at=None if div < 0 else div,
+        method="gd", steps=record_steps[keep], status="diverged" if div >= 0 else "ok",
+        config=dict(eta=float(eta), steps=steps, every=every, momentum=float(momentum)),
+    )
+
+
+SOLVERS = {"kvaerno5": diffrax.Kvaerno5, "tsit5": diffrax.Tsit5, "dopri8": diffrax.Dopri8}
+
+
+@eqx.filter_jit
+def _flow_solve(problem, y0, ts, t1, rtol, atol, solver_name: str, max_steps: int):
+    term = diffrax.ODETerm(lambda t, y, args: -problem.flat_grad(y))
+    sol = diffrax.diffeqsolve(
+        term, SOLVERS[solver_name](), t0=0.0, t1=t1, dt0=None, y0=y0,
+        saveat=diffrax.SaveAt(ts=ts), stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        max_steps=max_steps, throw=False,
+    )
+    return sol.ys, sol.result, sol.stats["num_steps"]
+
+
+@partial(jax.jit, static_argnames=("names",))
+def _flow_observables(problem, ys, names):
+    return jax.vmap(lambda y: obs.evaluate(problem, problem.unflatten(y), names))(ys)
+
+
+def default_times(t1: float, n: int = 257) -> np.ndarray:
+    """``0`` followed by geometrically spaced times up to ``t1`` (flows of this field are log-time)."""
+    if t1 == 0:
+        return np.zeros(1)
+    start = min(1e-3, t1 / 1e3)
+    return np.concatenate([[0.0], np.geomspace(start, t1, n - 1)])
+
+
+def flow(
+    problem: Any,
+    params0: PyTree,
+    t1: float,
+    record: Sequence[str] = ("loss",),
+    times: Any = None,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+    solver: str = "kvaerno5",
+    max_steps: int = 200_000,
+) -> Trajectory:
+    """Integrate ``dz/dt = -grad f(z)`` from ``params0`` to ``t1`` with an adaptive solver.
+
+    Default solver: Kvaerno5 (L-stable implicit), so step sizes grow with the time scale of the
+    slowest mode and the cost of reaching ``t1 = 1e6`` on slow (O(1/t)) problems grows like
+    ``log t1``. ``times``: the saved times (default :func:`default_times`), sorted, in ``[0, t1]``.
+    """
+    params0 = problem.check_params(params0, "params0")
+    v.finite_scalar("t1", t1, nonnegative=True)
+    v.finite_scalar("rtol", rtol, positive=True)
+    v.finite_scalar("atol", atol, positive=True)
+    v.choice("solver", solver, tuple(SOLVERS))
+    max_steps = v.integer("max_steps", max_steps, minimum=1)
+    names = obs.check_names(record)
+    t1 = float(t1)
+    if times is None:
+        ts = default_times(t1)
+    else:
+        v.finite_array("times", times, ndim=1, allow_complex=False)
+        ts = np.asarray(times, dtype=float)
+        if ts.size == 0:
+            raise InputError("times must not be empty")
+        if np.any(np.diff(ts) < 0) or ts[0] < 0 or ts[-1] > t1:
+            raise InputError(f"times must be sorted and lie in [0, t1={t1}], got range [{ts.min()}, {ts.max()}]")
+    y0 = problem.flatten(params0)
+    if t1 == 0:
+        ys = jnp.broadcast_to(y0, (ts.size, y0.size))
+        ok, nsteps, reason = True, 0, "ok"
+    else:
+        ys, result, nsteps = _flow_solve(problem, y0, jnp.asarray(ts), t1, rtol, atol, solver, max_steps)
+        ok = bool(result == diffrax.RESULTS.successful)
+        reason = "ok" if ok else str(result._value if hasattr(result, "_value") else result)
+        if not ok:
+            reason = diffrax.RESULTS[result] if hasattr(diffrax.RESULTS, "__getitem__") else reason
+    ys = np.asarray(ys)
+    finite = np.all(np.isfinite(ys), axis=1)
+    n_good = int(np.argmin(finite)) if not finite.all() else ys.shape[0]
+    diverged_at = None if n_good == ys.shape[0] else float(ts[n_good])
+    recs = _flow_observables(problem, jnp.asarray(ys[:n_good]), names) if n_good else {n: np.zeros((0,)) for n in names}
+    final = problem.unflatten(jnp.asarray(ys[n_good - 1])) if n_good else params0
+    status = "ok" if ok else ("diverged" if diverged_at is not None else f"solver: {reason}")
+    return Trajectory(
+        problem=problem, observables={n: np.asarray(recs[n]) for n in names}, final=final,
+        diverged_at=diverged_at, method="flow", times=ts[:n_good], status=status,
+        config=dict(t1=t1, rtol=float(rtol), atol=float(atol), solver=solver, solver_steps=int(nsteps)),
+    )

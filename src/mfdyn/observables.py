@@ -1,0 +1,122 @@
+"""Named functions of ``(problem, params)``: the quantities recorded along trajectories.
+
+Register your own with ``@mfdyn.observables.observable("name")``; ``record=`` in :func:`mfdyn.gd`
+and :func:`mfdyn.flow` takes registered names. Every observable must be jit-compatible and return
+an array of fixed shape for a given problem.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from .errors import InputError
+from .linalg import DENSE_LIMIT, lanczos_extreme_eigs
+from .pytree import tree_norm
+
+Observable = Callable[[Any, Any], jax.Array]
+REGISTRY: dict[str, Observable] = {}
+
+
+def observable(name: str) -> Callable[[Observable], Observable]:
+    """Decorator: register ``fn(problem, params) -> array`` under ``name``."""
+
+    def register(fn: Observable) -> Observable:
+        REGISTRY[name] = fn
+        return fn
+
+    return register
+
+
+def get(name: str) -> Observable:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise InputError(f"unknown observable {name!r}; registered: {', '.join(sorted(REGISTRY))}") from None
+
+
+def check_names(names: Any) -> tuple[str, ...]:
+    if isinstance(names, str):
+        names = (names,)
+    names = tuple(names)
+    for n in names:
+        get(n)
+    return names
+
+
+def evaluate(problem: Any, params: Any, names: tuple[str, ...]) -> dict[str, jax.Array]:
+    return {n: REGISTRY[n](problem, params) for n in names}
+
+
+@observable("loss")
+def loss(problem, params):
+    return problem.loss(params)
+
+
+@observable("grad_norm")
+def grad_norm(problem, params):
+    """``||grad f||`` (Frobenius over all layers; complex entries by modulus)."""
+    return tree_norm(problem.grad(params))
+
+
+@observable("imbalance_norm")
+def imbalance_norm(problem, params):
+    """Frobenius norm of the conserved quantities of gradient flow (0 if the family has none)."""
+    return tree_norm(problem.imbalance(params))
+
+
+def extreme_hessian_eigs(problem, params, method: str = "auto"):
+    """``(lambda_min, lambda_max)`` of the Hessian over real coordinates.
+
+    ``method="dense"``: ``eigvalsh`` of the dense Hessian; ``"lanczos"``: Lanczos on Hessian-vector
+    products; ``"auto"``: dense up to ``DENSE_LIMIT`` coordinates, Lanczos above.
+    """
+    n = problem.num_coordinates
+    if method == "auto":
+        method = "dense" if n <= DENSE_LIMIT else "lanczos"
+    if method == "dense":
+        eigs = jnp.linalg.eigvalsh(problem.hessian(params))
+        return eigs[0], eigs[-1]
+    if method == "lanczos":
+        return lanczos_extreme_eigs(lambda vec: problem.hvp(params, vec), n)
+    raise InputError(f"method must be 'auto', 'dense' or 'lanczos', got {method!r}")
+
+
+@observable("sharpness")
+def sharpness(problem, params):
+    """Largest Hessian eigenvalue (GD is linearly stable at a minimizer only if ``eta * sharpness < 2``)."""
+    return extreme_hessian_eigs(problem, params)[1]
+
+
+@observable("hessian_min_eig")
+def hessian_min_eig(problem, params):
+    return extreme_hessian_eigs(problem, params)[0]
+
+
+@observable("product_singular_values")
+def product_singular_values(problem, params):
+    """Singular values of the end-to-end matrix (``ab``, ``U V^T``, ``X X^T``, ``W_L ... W_1``), descending."""
+    return jnp.linalg.svd(problem.product(params), compute_uv=False)
+
+
+@observable("layer_singular_values")
+def layer_singular_values(problem, params):
+    """Singular values of each parameter matrix, one row per leaf, NaN-padded to equal length."""
+    mats = [jnp.atleast_2d(x) for x in jax.tree_util.tree_leaves(params)]
+    svs = [jnp.linalg.svd(m, compute_uv=False) for m in mats]
+    width = max(s.shape[0] for s in svs)
+    return jnp.stack([jnp.pad(s, (0, width - s.shape[0]), constant_values=jnp.nan) for s in svs])
+
+
+@observable("distance_to_target")
+def distance_to_target(problem, params):
+    """``||product - target||_F``."""
+    return jnp.sqrt(jnp.sum(jnp.abs(problem.product(params) - problem.target_matrix()) ** 2))
+
+
+@observable("params")
+def flat_params(problem, params):
+    """The parameters themselves, flattened to real coordinates (``problem.unflatten`` inverts)."""
+    return problem.flatten(params)

@@ -1,0 +1,161 @@
+"""The interface every problem family implements.
+
+A problem is an immutable pytree (an ``equinox.Module``): its numeric constants (target, quartic
+coefficient, weight decay, ...) are array leaves, so they can be traced, vmapped and swept without
+recompiling; its structure (rank, depth, widths, field) is static.
+
+Subclasses implement ``loss``, ``grad`` (closed form), ``init``, ``imbalance``, ``product`` and
+``param_template``; everything else (real-coordinate flattening, dense Hessian, Hessian-vector
+products, parameter checks) is shared here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import _validate as v
+from ..errors import InputError
+from ..pytree import PyTree, flatten_real, real_size, unflatten_real
+
+INIT_KINDS: tuple[str, ...] = ("gaussian",)
+
+
+class Problem(eqx.Module):
+    """Base class: a differentiable loss over a pytree of parameters."""
+
+    init_kinds = INIT_KINDS
+
+    # ---- implemented by each family -------------------------------------------------------
+    def loss(self, params: PyTree) -> jax.Array:
+        raise NotImplementedError
+
+    def grad(self, params: PyTree) -> PyTree:
+        raise NotImplementedError
+
+    def param_template(self) -> PyTree:
+        """A pytree of ``jax.ShapeDtypeStruct`` describing the parameters."""
+        raise NotImplementedError
+
+    def imbalance(self, params: PyTree) -> PyTree:
+        """The quantities gradient flow conserves (a pytree; empty if none)."""
+        return ()
+
+    def product(self, params: PyTree) -> jax.Array:
+        """The end-to-end matrix the parameters represent (compared with ``target_matrix``)."""
+        raise NotImplementedError
+
+    def target_matrix(self) -> jax.Array:
+        raise NotImplementedError
+
+    def _draw(self, key: jax.Array, scale: jax.Array, kind: str) -> PyTree:
+        """Family-specific random initialization (``kind`` already validated)."""
+        raise NotImplementedError
+
+    # ---- shared ---------------------------------------------------------------------------
+    @property
+    def dtype(self) -> Any:
+        leaves = jax.tree_util.tree_leaves(self.param_template())
+        return leaves[0].dtype if leaves else jnp.float64
+
+    @property
+    def num_coordinates(self) -> int:
+        """Number of real coordinates (complex entries count twice)."""
+        return real_size(self.param_template())
+
+    def init(self, seed: Any, scale: Any = 1.0, kind: str = "gaussian") -> PyTree:
+        """Random parameters: ``scale`` times i.i.d. standard Gaussians (complex: Re, Im ~ N(0, 1/2)).
+
+        ``seed`` and ``scale`` may be traced (sweeps vmap over them); ``kind`` is static.
+        """
+        v.choice("kind", kind, tuple(self.init_kinds))
+        if not v.is_traced(seed):
+            seed = v.integer("seed", seed, minimum=0)
+        v.finite_scalar("scale", scale, positive=True)
+        key = jax.random.PRNGKey(seed)
+        return self._draw(key, jnp.asarray(scale, dtype=jnp.float64), kind)
+
+    def _gaussian(self, key: jax.Array, scale: jax.Array) -> PyTree:
+        template = self.param_template()
+        leaves, treedef = jax.tree_util.tree_flatten(template)
+        keys = jax.random.split(key, len(leaves))
+        out = []
+        for k, leaf in zip(keys, leaves):
+            if jnp.issubdtype(leaf.dtype, jnp.complexfloating):
+                kr, ki = jax.random.split(k)
+                z = (jax.random.normal(kr, leaf.shape) + 1j * jax.random.normal(ki, leaf.shape)) / jnp.sqrt(2.0)
+                out.append((scale * z).astype(leaf.dtype))
+            else:
+                out.append((scale * jax.random.normal(k, leaf.shape, dtype=jnp.float64)).astype(leaf.dtype))
+        return jax.tree_util.tree_unflatten(treedef, out)
+
+    def flatten(self, params: PyTree) -> jax.Array:
+        """Parameters as one real vector (complex entries as two real coordinates)."""
+        return flatten_real(params)
+
+    def unflatten(self, vector: Any) -> PyTree:
+        vector = jnp.asarray(vector)
+        if not v.is_traced(vector) and vector.shape != (self.num_coordinates,):
+            raise InputError(f"vector must have shape ({self.num_coordinates},), got {vector.shape}")
+        return unflatten_real(self.param_template(), vector)
+
+    def flat_loss(self, vector: jax.Array) -> jax.Array:
+        return self.loss(self.unflatten(vector))
+
+    def flat_grad(self, vector: jax.Array) -> jax.Array:
+        return self.flatten(self.grad(self.unflatten(vector)))
+
+    def hessian(self, params: PyTree) -> jax.Array:
+        """Dense Hessian of the loss over the flattened real coordinates, shape ``(n, n)``."""
+        x = self.flatten(params)
+        return jax.jacfwd(self.flat_grad)(x)
+
+    def hvp(self, params: PyTree, vector: jax.Array) -> jax.Array:
+        """Hessian-vector product in flat real coordinates (forward-over-closed-form gradient)."""
+        x = self.flatten(params)
+        return jax.jvp(self.flat_grad, (x,), (vector,))[1]
+
+    def check_params(self, params: PyTree, name: str = "params") -> PyTree:
+        """Validate structure, shapes and finiteness; return the params as arrays of the right dtype."""
+        template = self.param_template()
+        t_leaves, t_def = jax.tree_util.tree_flatten(template)
+        try:
+            p_leaves, p_def = jax.tree_util.tree_flatten(params)
+        except Exception:  # noqa: BLE001
+            raise InputError(f"{name} is not a valid parameter pytree") from None
+        if len(p_leaves) != len(t_leaves) or (p_def != t_def and len(t_leaves) > 1 and
+                                                p_def.num_leaves != t_def.num_leaves):
+            raise InputError(
+                f"{name} must be a pytree with {len(t_leaves)} arrays of shapes "
+                f"{[tuple(t.shape) for t in t_leaves]}, got {len(p_leaves)} arrays"
+            )
+        out = []
+        for i, (p, t) in enumerate(zip(p_leaves, t_leaves)):
+            label = f"{name}[{i}]" if len(t_leaves) > 1 else name
+            if not v.is_traced(p):
+                arr = np.asarray(p)
+                if arr.shape != tuple(t.shape):
+                    raise InputError(f"{label} must have shape {tuple(t.shape)}, got {arr.shape}")
+                is_complex_template = jnp.issubdtype(t.dtype, jnp.complexfloating)
+                v.finite_array(label, arr, allow_complex=is_complex_template)
+            out.append(jnp.asarray(p, dtype=t.dtype))
+        return jax.tree_util.tree_unflatten(t_def, out)
+
+
+def as_float(name: str, value: Any, *, positive: bool = False, nonnegative: bool = False) -> jax.Array:
+    """A validated float64 scalar leaf."""
+    v.finite_scalar(name, value, positive=positive, nonnegative=nonnegative)
+    return jnp.asarray(value, dtype=jnp.float64)
+
+
+def as_matrix(name: str, value: Any, *, allow_complex: bool = False, dtype: Any = jnp.float64) -> jax.Array:
+    v.finite_array(name, value, ndim=2, allow_complex=allow_complex)
+    return jnp.asarray(value, dtype=dtype)
+
+
+def frob_sq(x: jax.Array) -> jax.Array:
+    return jnp.sum(jnp.abs(x) ** 2)
