@@ -27,9 +27,9 @@ from .pytree import PyTree, tree_all_finite, tree_where
 from .trajectory import Trajectory
 
 
-def gd_update(problem: Any, params: PyTree, velocity: PyTree, eta: jax.Array, momentum: jax.Array):
+def gd_update(problem: Any, params: PyTree, velocity: PyTree, eta: jax.Array, momentum: jax.Array, grad: PyTree = None):
     """One heavy-ball step; returns ``(params', velocity')``. Pure; shared by ``gd`` and ``sweep``."""
-    g = problem.grad(params)
+    g = problem.grad(params) if grad is None else grad
     velocity = jax.tree_util.tree_map(lambda vel, gi: momentum * vel - eta * gi, velocity, g)
     params = jax.tree_util.tree_map(lambda p, vel: p + vel, params, velocity)
     return params, velocity
@@ -38,14 +38,18 @@ def gd_update(problem: Any, params: PyTree, velocity: PyTree, eta: jax.Array, mo
 def guarded_update(problem, carry, eta, momentum):
     """A GD step that freezes at the last finite state and records the step it diverged at.
 
-    ``carry = (params, velocity, step, diverged_at)`` with ``diverged_at = -1`` while finite.
+    ``carry = (params, velocity, step, diverged_at)`` with ``diverged_at = -1`` while finite. The run
+    diverges at step ``t`` when ``grad f(z_t)`` is not finite (the loss overflowed at ``z_t``) or the
+    new iterate ``z_t`` is not finite; the state then stays at the last iterate before ``t``.
     """
     params, velocity, step, diverged_at = carry
-    new_p, new_v = gd_update(problem, params, velocity, eta, momentum)
-    finite = tree_all_finite(new_p) & tree_all_finite(new_v)
+    g = problem.grad(params)
+    grad_ok = tree_all_finite(g)
+    new_p, new_v = gd_update(problem, params, velocity, eta, momentum, grad=g)
+    new_ok = tree_all_finite(new_p) & tree_all_finite(new_v)
     alive = diverged_at < 0
-    diverged_at = jnp.where(alive & ~finite, step + 1, diverged_at)
-    keep = alive & finite
+    diverged_at = jnp.where(alive & ~grad_ok, step, jnp.where(alive & ~new_ok, step + 1, diverged_at))
+    keep = alive & grad_ok & new_ok
     return (tree_where(keep, new_p, params), tree_where(keep, new_v, velocity), step + 1, diverged_at)
 
 
@@ -122,7 +126,9 @@ def _flow_solve(problem, y0, ts, t1, rtol, atol, solver_name: str, max_steps: in
     term = diffrax.ODETerm(lambda t, y, args: -problem.flat_grad(y))
     sol = diffrax.diffeqsolve(
         term, SOLVERS[solver_name](), t0=0.0, t1=t1, dt0=None, y0=y0,
-        saveat=diffrax.SaveAt(ts=ts), stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        saveat=diffrax.SaveAt(ts=ts),
+        # step onto every saved time: the solvers' dense interpolants are lower order than the steps
+        stepsize_controller=diffrax.ClipStepSizeController(diffrax.PIDController(rtol=rtol, atol=atol), step_ts=ts),
         max_steps=max_steps, throw=False,
     )
     return sol.ys, sol.result, sol.stats["num_steps"]
@@ -131,6 +137,25 @@ def _flow_solve(problem, y0, ts, t1, rtol, atol, solver_name: str, max_steps: in
 @partial(jax.jit, static_argnames=("names",))
 def _flow_observables(problem, ys, names):
     return jax.vmap(lambda y: obs.evaluate(problem, problem.unflatten(y), names))(ys)
+
+
+STIFF_HORIZON = 1e4
+
+
+def choose_solver(problem: Any, params0: PyTree, t1: float) -> str:
+    """``"kvaerno5"`` if ``t1 * lambda > STIFF_HORIZON`` else ``"tsit5"``.
+
+    ``lambda`` estimates the fastest rate of the flow: the larger of the sharpness at ``params0`` and
+    ``2 ||target||_2`` (the sharpness scale near a minimizer, e.g. ``2 y`` for the scalar loss). An
+    explicit solver needs at least ~``t1 lambda / 3`` steps for stability, so beyond the threshold
+    the implicit solver is cheaper.
+    """
+    rate = float(obs.sharpness(problem, params0))
+    try:
+        rate = max(rate, 2.0 * float(jnp.linalg.norm(problem.target_matrix(), ord=2)))
+    except InputError:  # a CustomProblem without a target
+        pass
+    return "kvaerno5" if t1 * rate > STIFF_HORIZON else "tsit5"
 
 
 def default_times(t1: float, n: int = 257) -> np.ndarray:
@@ -149,20 +174,23 @@ def flow(
     times: Any = None,
     rtol: float = 1e-10,
     atol: float = 1e-12,
-    solver: str = "kvaerno5",
+    solver: str = "auto",
     max_steps: int = 200_000,
 ) -> Trajectory:
     """Integrate ``dz/dt = -grad f(z)`` from ``params0`` to ``t1`` with an adaptive solver.
 
-    Default solver: Kvaerno5 (L-stable implicit), so step sizes grow with the time scale of the
-    slowest mode and the cost of reaching ``t1 = 1e6`` on slow (O(1/t)) problems grows like
-    ``log t1``. ``times``: the saved times (default :func:`default_times`), sorted, in ``[0, t1]``.
+    ``solver="auto"`` (default) picks by :func:`choose_solver`: Kvaerno5 (L-stable implicit) when the
+    horizon is stiff, so step sizes grow with the time scale of the slowest mode and reaching
+    ``t1 = 1e6`` on slow (O(1/t)) problems costs ~ ``log t1`` steps; Tsit5 (explicit, cheaper to
+    compile and to step) otherwise. ``"kvaerno5"``, ``"tsit5"``, ``"dopri8"`` force a solver.
+    ``times``: the saved times (default :func:`default_times`), sorted, in ``[0, t1]``; the solver
+    steps onto each of them, so saved values carry the solver's full accuracy.
     """
     params0 = problem.check_params(params0, "params0")
     v.finite_scalar("t1", t1, nonnegative=True)
     v.finite_scalar("rtol", rtol, positive=True)
     v.finite_scalar("atol", atol, positive=True)
-    v.choice("solver", solver, tuple(SOLVERS))
+    v.choice("solver", solver, ("auto", *SOLVERS))
     max_steps = v.integer("max_steps", max_steps, minimum=1)
     names = obs.check_names(record)
     t1 = float(t1)
@@ -175,12 +203,15 @@ def flow(
             raise InputError("times must not be empty")
         if np.any(np.diff(ts) < 0) or ts[0] < 0 or ts[-1] > t1:
             raise InputError(f"times must be sorted and lie in [0, t1={t1}], got range [{ts.min()}, {ts.max()}]")
+    if solver == "auto":
+        solver = choose_solver(problem, params0, t1)
     y0 = problem.flatten(params0)
     if t1 == 0:
         ys = jnp.broadcast_to(y0, (ts.size, y0.size))
         ok, nsteps, reason = True, 0, "ok"
     else:
-        ys, result, nsteps = _flow_solve(problem, y0, jnp.asarray(ts), t1, rtol, atol, solver, max_steps)
+        f64 = lambda x: jnp.asarray(x, jnp.float64)  # noqa: E731  (arrays are traced: no recompilation per value)
+        ys, result, nsteps = _flow_solve(problem, y0, f64(ts), f64(t1), f64(rtol), f64(atol), solver, max_steps)
         ok = bool(result == diffrax.RESULTS.successful)
         reason = "ok" if ok else str(result._value if hasattr(result, "_value") else result)
         if not ok:

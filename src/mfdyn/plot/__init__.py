@@ -3,3 +3,4 @@
 import matplotlib
 
 matplotlib.use("Agg")
+from .trajectory import plot_trajectory  # noqa: E402,F401

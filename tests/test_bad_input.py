@@ -1,0 +1,63 @@
+"""Every bad input of the core raises mfdyn.InputError naming the argument and the value."""
+
+import numpy as np
+import pytest
+
+import mfdyn
+from mfdyn import InputError
+
+GOOD_SCALAR = mfdyn.ScalarFactorization()
+
+CASES = [
+    ("target nan", lambda: mfdyn.ScalarFactorization(target=float("nan")), "target"),
+    ("quartic negative", lambda: mfdyn.ScalarFactorization(quartic=-1), "quartic"),
+    ("X inf", lambda: mfdyn.MatrixFactorization([[1.0, np.inf]], 1), "X"),
+    ("X wrong ndim", lambda: mfdyn.MatrixFactorization([1.0, 2.0], 1), "X"),
+    ("rank zero", lambda: mfdyn.MatrixFactorization(np.eye(2), 0), "rank"),
+    ("rank negative", lambda: mfdyn.SymmetricFactorization(np.eye(2), -1), "rank"),
+    ("M non-symmetric", lambda: mfdyn.SymmetricFactorization([[1.0, 2.0], [0.0, 1.0]], 1), "symmetric"),
+    ("M not square", lambda: mfdyn.SymmetricFactorization(np.ones((2, 3)), 1), "square"),
+    ("depth zero", lambda: mfdyn.DeepFactorization(np.eye(2), 0), "depth"),
+    ("widths length", lambda: mfdyn.DeepFactorization(np.eye(2), 2, widths=(2, 2)), "widths"),
+    ("widths mismatch Y", lambda: mfdyn.DeepFactorization(np.eye(2), 2, widths=(3, 2, 2)), "widths"),
+    ("weight decay negative", lambda: mfdyn.DeepFactorization(np.eye(2), 2, weight_decay=-0.1), "weight_decay"),
+    ("weight decay per layer", lambda: mfdyn.DeepFactorization(np.eye(2), 2, weight_decay=[0.1, -1]), "weight_decay"),
+    ("weight decay length", lambda: mfdyn.DeepFactorization(np.eye(2), 2, weight_decay=[0.1, 0.1, 0.1]), "weight_decay"),
+    ("complex Y real field", lambda: mfdyn.DeepFactorization(np.eye(2) * 1j, 2), "Y"),
+    ("Y nan", lambda: mfdyn.DeepFactorization(np.full((2, 2), np.nan), 2), "Y"),
+    ("unknown field", lambda: mfdyn.DeepFactorization(np.eye(2), 2, field="quaternion"), "field"),
+    ("unknown init kind", lambda: GOOD_SCALAR.init(0, kind="balanced"), "kind"),
+    ("negative seed", lambda: GOOD_SCALAR.init(-1), "seed"),
+    ("scale zero", lambda: GOOD_SCALAR.init(0, scale=0.0), "scale"),
+    ("eta zero", lambda: mfdyn.gd(GOOD_SCALAR, (1.0, 1.0), 0.0, 10), "eta"),
+    ("eta negative", lambda: mfdyn.gd(GOOD_SCALAR, (1.0, 1.0), -0.1, 10), "eta"),
+    ("eta nan", lambda: mfdyn.gd(GOOD_SCALAR, (1.0, 1.0), float("nan"), 10), "eta"),
+    ("eta inf", lambda: mfdyn.gd(GOOD_SCALAR, (1.0, 1.0), float("inf"), 10), "eta"),
+    ("steps negative", lambda: mfdyn.gd(GOOD_SCALAR, (1.0, 1.0), 0.1, -5), "steps"),
+    ("steps fractional", lambda: mfdyn.gd(GOOD_SCALAR, (1.0, 1.0), 0.1, 2.5), "steps"),
+    ("params non-finite", lambda: mfdyn.gd(GOOD_SCALAR, (np.nan, 1.0), 0.1, 5), "params0"),
+    ("params wrong shape", lambda: mfdyn.gd(mfdyn.MatrixFactorization(np.eye(2), 1), (np.ones((2, 2)), np.ones((2, 1))), 0.1, 5), "shape"),
+    ("params wrong count", lambda: mfdyn.gd(GOOD_SCALAR, (1.0, 1.0, 1.0), 0.1, 5), "params0"),
+    ("complex params real problem", lambda: mfdyn.gd(GOOD_SCALAR, (1j, 1.0), 0.1, 5), "params0"),
+    ("unknown observable", lambda: mfdyn.gd(GOOD_SCALAR, (1.0, 1.0), 0.1, 5, record=("loss", "nope")), "nope"),
+    ("flow negative t1", lambda: mfdyn.flow(GOOD_SCALAR, (1.0, 1.0), -1.0), "t1"),
+    ("flow unsorted times", lambda: mfdyn.flow(GOOD_SCALAR, (1.0, 1.0), 1.0, times=[0.5, 0.1]), "times"),
+    ("flow unknown solver", lambda: mfdyn.flow(GOOD_SCALAR, (1.0, 1.0), 1.0, solver="euler"), "solver"),
+    ("momentum negative", lambda: mfdyn.gd(GOOD_SCALAR, (1.0, 1.0), 0.1, 5, momentum=-0.5), "momentum"),
+    ("unflatten wrong size", lambda: GOOD_SCALAR.unflatten(np.zeros(3)), "vector"),
+]
+
+
+@pytest.mark.parametrize("label,call,needle", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_raises_input_error_naming_the_argument(label, call, needle):
+    with pytest.raises(InputError) as info:
+        call()
+    message = str(info.value)
+    assert needle in message
+    assert "\n" not in message
+    assert isinstance(info.value, ValueError)
+
+
+def test_rank_above_min_dimension_is_allowed():
+    problem = mfdyn.MatrixFactorization(np.eye(2), rank=5)
+    assert problem.init(0)[0].shape == (2, 5)

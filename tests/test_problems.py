@@ -1,0 +1,134 @@
+"""Problem families: closed-form gradients vs autodiff, Hessians vs finite differences, inits, flattening."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mfdyn
+from mfdyn.pytree import flatten_real
+
+
+def autodiff_grad(problem, params):
+    """Reference gradient in the project convention d/dRe + i d/dIm (JAX returns its conjugate)."""
+    g = jax.grad(problem.loss)(params)
+    return jax.tree_util.tree_map(lambda x: jnp.conj(x) if jnp.iscomplexobj(x) else x, g)
+
+
+def assert_tree_close(a, b, rtol, atol=0.0):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def random_problem(family, rng, field="real"):
+    if family == "scalar":
+        return mfdyn.ScalarFactorization(target=rng.uniform(0.2, 3), quartic=rng.uniform(0, 0.5))
+    if family == "matrix":
+        m, n, r = rng.integers(1, 5, size=3)
+        return mfdyn.MatrixFactorization(rng.normal(size=(m, n)), rank=int(r))
+    if family == "symmetric":
+        n, r = rng.integers(1, 5, size=2)
+        A = rng.normal(size=(n, n))
+        return mfdyn.SymmetricFactorization(A + A.T, rank=int(r))
+    if family == "deep":
+        depth = int(rng.integers(1, 5))
+        widths = tuple(int(w) for w in rng.integers(1, 5, size=depth + 1))
+        Y = rng.normal(size=(widths[-1], widths[0]))
+        if field == "complex":
+            Y = Y + 1j * rng.normal(size=Y.shape)
+        lam = rng.uniform(0, 0.5, size=depth)
+        return mfdyn.DeepFactorization(Y, depth, widths=widths, weight_decay=lam, balance=rng.uniform(0, 2), field=field)
+    raise ValueError(family)
+
+
+CASES = [("scalar", "real"), ("matrix", "real"), ("symmetric", "real"), ("deep", "real"), ("deep", "complex")]
+
+
+@pytest.mark.parametrize("family,field", CASES)
+@settings(max_examples=6)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_closed_form_gradient_equals_autodiff(family, field, seed):
+    rng = np.random.default_rng(seed)
+    problem = random_problem(family, rng, field)
+    params = problem.init(int(rng.integers(0, 1000)), scale=float(rng.uniform(0.3, 1.5)))
+    assert_tree_close(problem.grad(params), autodiff_grad(problem, params), rtol=1e-10, atol=1e-12)
+
+
+def test_custom_problem_gradient_uses_project_convention():
+    Y = jnp.array([[1.0 + 2.0j, 0.5], [0.0, -1.0j]])
+    deep = mfdyn.DeepFactorization(Y, 2, balance=0.7, weight_decay=0.1, field="complex")
+    params = deep.init(3, 0.8)
+    custom = mfdyn.CustomProblem(lambda p: deep.loss(p), params)
+    assert_tree_close(custom.grad(params), deep.grad(params), rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("family,field", CASES)
+def test_hessian_symmetric_and_matches_finite_differences(family, field):
+    rng = np.random.default_rng(7)
+    problem = random_problem(family, rng, field)
+    params = problem.init(1, 0.9)
+    H = np.asarray(problem.hessian(params))
+    n = problem.num_coordinates
+    assert H.shape == (n, n)
+    np.testing.assert_allclose(H, H.T, atol=1e-10 * max(1.0, np.abs(H).max()))
+    x = np.asarray(problem.flatten(params))
+    h = 1e-6
+    fd = np.empty_like(H)
+    for i in range(n):
+        e = np.zeros(n)
+        e[i] = h
+        fd[:, i] = (np.asarray(problem.flat_grad(x + e)) - np.asarray(problem.flat_grad(x - e))) / (2 * h)
+    np.testing.assert_allclose(H, fd, rtol=1e-6, atol=1e-6 * max(1.0, np.abs(H).max()))
+
+
+def test_hvp_equals_dense_hessian_product():
+    rng = np.random.default_rng(3)
+    problem = random_problem("deep", rng, "complex")
+    params = problem.init(2, 0.7)
+    vec = rng.normal(size=problem.num_coordinates)
+    np.testing.assert_allclose(problem.hvp(params, vec), problem.hessian(params) @ vec, rtol=1e-10, atol=1e-12)
+
+
+def test_flatten_round_trip_complex_counts_two_real_coordinates():
+    problem = mfdyn.DeepFactorization(np.eye(2), 3, widths=(2, 3, 1, 2), field="complex")
+    params = problem.init(0)
+    vec = problem.flatten(params)
+    assert vec.dtype == jnp.float64 and vec.shape == (2 * (6 + 3 + 2),) == (problem.num_coordinates,)
+    assert_tree_close(problem.unflatten(vec), params, rtol=0, atol=0)
+    np.testing.assert_array_equal(flatten_real(params[:1])[:6], np.real(params[0]).ravel())
+
+
+def test_init_dtypes_scale_and_determinism():
+    real = mfdyn.DeepFactorization(np.eye(3), 4)
+    cplx = mfdyn.DeepFactorization(np.eye(3), 4, field="complex")
+    assert all(W.dtype == jnp.float64 for W in real.init(0))
+    ws = cplx.init(5, scale=2.0)
+    assert all(W.dtype == jnp.complex128 for W in ws)
+    assert_tree_close(ws, cplx.init(5, scale=2.0), rtol=0)
+    # complex Gaussian: Re, Im ~ N(0, 1/2) times scale, so E|w|^2 = scale^2
+    big = mfdyn.DeepFactorization(np.eye(60), 1, field="complex").init(1, scale=2.0)[0]
+    assert abs(float(jnp.mean(jnp.abs(big) ** 2)) - 4.0) < 0.2
+    a, b = mfdyn.ScalarFactorization().init(0, scale=0.5)
+    assert a.shape == () and b.dtype == jnp.float64
+
+
+@pytest.mark.parametrize("field", ["real", "complex"])
+def test_balanced_init_is_exactly_balanced(field):
+    for widths in [(4, 4, 4, 4, 4), (3, 5, 2, 4, 3)]:
+        problem = mfdyn.DeepFactorization(np.ones((widths[-1], widths[0])), 4, widths=widths, field=field)
+        params = problem.init(11, scale=0.4, kind="balanced")
+        scale = max(float(jnp.max(jnp.abs(W @ W.conj().T))) for W in params)
+        for gap in problem.imbalance(params):
+            assert float(jnp.max(jnp.abs(gap))) < 1e-12 * scale
+
+
+def test_imbalance_definitions():
+    a, b = 1.3, -0.4
+    assert float(mfdyn.ScalarFactorization().imbalance((a, b))) == pytest.approx(a**2 - b**2)
+    U, V = np.arange(6.0).reshape(3, 2), np.ones((4, 2))
+    np.testing.assert_allclose(mfdyn.MatrixFactorization(np.ones((3, 4)), 2).imbalance((U, V)), U.T @ U - V.T @ V)
+    W1, W2 = np.arange(6.0).reshape(2, 3), np.arange(4.0).reshape(2, 2)
+    (gap,) = mfdyn.DeepFactorization(np.ones((2, 3)), 2, widths=(3, 2, 2)).imbalance((W1, W2))
+    np.testing.assert_allclose(gap, W2.T @ W2 - W1 @ W1.T)
