@@ -16,8 +16,21 @@ from .problems import (  # noqa: E402
     SymmetricFactorization,
 )
 from .trajectory import Trajectory  # noqa: E402
+from .sweep import open_sweep, sweep, zipped  # noqa: E402
+from . import deep  # noqa: E402,F401  (registers the four-layer observables)
 
 __version__ = "0.1.0"
+
+# analysis modules, imported on first use (``mfdyn.symmetric.equilibria(...)`` after ``import mfdyn``)
+_LAZY_MODULES = ("symmetric", "landscape", "rank1", "certificates", "plot", "experiments", "report")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'mfdyn' has no attribute {name!r}")
 
 __all__ = [
     "InputError",
@@ -31,5 +44,10 @@ __all__ = [
     "flow",
     "Trajectory",
     "observables",
+    "sweep",
+    "zipped",
+    "open_sweep",
+    "deep",
+    *_LAZY_MODULES,
     "__version__",
 ]

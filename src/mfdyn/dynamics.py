@@ -27,15 +27,23 @@ from .pytree import PyTree, tree_all_finite, tree_where
 from .trajectory import Trajectory
 
 
-def gd_update(problem: Any, params: PyTree, velocity: PyTree, eta: jax.Array, momentum: jax.Array, grad: PyTree = None):
-    """One heavy-ball step; returns ``(params', velocity')``. Pure; shared by ``gd`` and ``sweep``."""
+def gd_update(problem: Any, params: PyTree, velocity: PyTree, eta: jax.Array, momentum: jax.Array,
+              grad: PyTree = None, heavy_ball: bool = True):
+    """One step; returns ``(params', velocity')``. Pure; shared by ``gd`` and ``sweep``.
+
+    ``heavy_ball`` (static): ``v' = momentum v - eta g``, ``z' = z + v'``; otherwise plain GD
+    ``z' = z - eta g`` with ``v`` left unchanged. Every caller picks the same formula for the same
+    run, so ``gd`` and ``sweep`` agree bit for bit.
+    """
     g = problem.grad(params) if grad is None else grad
+    if not heavy_ball:
+        return jax.tree_util.tree_map(lambda p, gi: p - eta * gi, params, g), velocity
     velocity = jax.tree_util.tree_map(lambda vel, gi: momentum * vel - eta * gi, velocity, g)
     params = jax.tree_util.tree_map(lambda p, vel: p + vel, params, velocity)
     return params, velocity
 
 
-def guarded_update(problem, carry, eta, momentum):
+def guarded_update(problem, carry, eta, momentum, heavy_ball: bool = True):
     """A GD step that freezes at the last finite state and records the step it diverged at.
 
     ``carry = (params, velocity, step, diverged_at)`` with ``diverged_at = -1`` while finite. The run
@@ -45,7 +53,7 @@ def guarded_update(problem, carry, eta, momentum):
     params, velocity, step, diverged_at = carry
     g = problem.grad(params)
     grad_ok = tree_all_finite(g)
-    new_p, new_v = gd_update(problem, params, velocity, eta, momentum, grad=g)
+    new_p, new_v = gd_update(problem, params, velocity, eta, momentum, grad=g, heavy_ball=heavy_ball)
     new_ok = tree_all_finite(new_p) & tree_all_finite(new_v)
     alive = diverged_at < 0
     diverged_at = jnp.where(alive & ~grad_ok, step, jnp.where(alive & ~new_ok, step + 1, diverged_at))
@@ -53,11 +61,12 @@ def guarded_update(problem, carry, eta, momentum):
     return (tree_where(keep, new_p, params), tree_where(keep, new_v, velocity), step + 1, diverged_at)
 
 
-@partial(jax.jit, static_argnames=("n_blocks", "every", "remainder", "names"))
-def _gd_scan(problem, params0, eta, momentum, *, n_blocks: int, every: int, remainder: int, names: tuple[str, ...]):
+@partial(jax.jit, static_argnames=("n_blocks", "every", "remainder", "names", "heavy_ball"))
+def _gd_scan(problem, params0, eta, momentum, *, n_blocks: int, every: int, remainder: int, names: tuple[str, ...],
+             heavy_ball: bool):
     zero_v = jax.tree_util.tree_map(jnp.zeros_like, params0)
     carry = (params0, zero_v, jnp.asarray(0, jnp.int64), jnp.asarray(-1, jnp.int64))
-    step = lambda _, c: guarded_update(problem, c, eta, momentum)  # noqa: E731
+    step = lambda _, c: guarded_update(problem, c, eta, momentum, heavy_ball)  # noqa: E731
     record = lambda p: obs.evaluate(problem, p, names)  # noqa: E731
 
     def block(c, _):
@@ -103,7 +112,7 @@ def gd(
     n_blocks, remainder = divmod(steps, every)
     final, diverged_at, recs = _gd_scan(
         problem, params0, eta_arr, jnp.asarray(momentum, jnp.float64),
-        n_blocks=n_blocks, every=every, remainder=remainder, names=names,
+        n_blocks=n_blocks, every=every, remainder=remainder, names=names, heavy_ball=float(momentum) != 0.0,
     )
     record_steps = np.arange(n_blocks + 1) * every
     if remainder:
@@ -140,6 +149,7 @@ def _flow_observables(problem, ys, names):
 
 
 STIFF_HORIZON = 1e4
+_sharpness = jax.jit(obs.sharpness)
 
 
 def choose_solver(problem: Any, params0: PyTree, t1: float) -> str:
@@ -150,7 +160,7 @@ def choose_solver(problem: Any, params0: PyTree, t1: float) -> str:
     explicit solver needs at least ~``t1 lambda / 3`` steps for stability, so beyond the threshold
     the implicit solver is cheaper.
     """
-    rate = float(obs.sharpness(problem, params0))
+    rate = float(_sharpness(problem, params0))
     try:
         rate = max(rate, 2.0 * float(jnp.linalg.norm(problem.target_matrix(), ord=2)))
     except InputError:  # a CustomProblem without a target

@@ -56,6 +56,9 @@ def fail(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the exit code."""
+    from .._cache import enable_persistent_cache
+
+    enable_persistent_cache()
     build_app()
     try:
         result = app(args=argv, standalone_mode=False, prog_name="mfdyn")

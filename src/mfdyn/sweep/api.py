@@ -1,0 +1,357 @@
+"""``mfdyn.sweep``: run GD over a grid of step sizes, initializations, problem constants and seeds.
+
+See :func:`sweep` for the contract; ``kernel`` for the schedule and the exact convergence and
+periodicity tests; ``classify`` for the outcome labels; ``store`` for the resumable Zarr layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import uuid
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+import xarray as xr
+
+from .. import _validate as v
+from ..errors import InputError
+from ..problems import Problem, ScalarFactorization
+from . import store as st
+from .distribute import ChunkJob, LANE, local_workers, padded_size, run_dask, run_local
+from .grid import Grid, _axis_values, chunk_ranges, make_grid
+from .kernel import KernelSpec
+from .progress import SweepProgress
+
+STEP_AXES = ("eta", "momentum")
+NONNEGATIVE_CONSTANTS = ("quartic", "weight_decay", "balance")
+CACHE_BYTES = 1 << 20  # a chunk's hot working set is kept under this
+
+
+# ---- problem description (for the configuration and the store fingerprint) ----------------
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _describe_value(x: Any) -> Any:
+    if isinstance(x, (jax.Array, np.ndarray)) or np.isscalar(x) and not isinstance(x, str):
+        arr = np.asarray(x)
+        if arr.dtype.kind in "fciub" and arr.size <= 16:
+            return arr.real.tolist() if arr.dtype.kind != "c" else [arr.real.tolist(), arr.imag.tolist()]
+        return f"array{arr.shape}:{arr.dtype}:{_digest(arr.tobytes())}"
+    if callable(x):
+        return _describe_callable(x)
+    if isinstance(x, (tuple, list)):
+        return [_describe_value(y) for y in x]
+    return repr(x)
+
+
+def _describe_callable(fn: Callable) -> str:
+    code = getattr(fn, "__code__", None)
+    name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+    if code is None:
+        return name
+    parts = [code.co_code, repr(code.co_consts).encode(), repr(code.co_names).encode()]
+    for cell in fn.__closure__ or ():
+        try:
+            parts.append(json.dumps(_describe_value(cell.cell_contents)).encode())
+        except (ValueError, TypeError):
+            parts.append(type(cell.cell_contents).__name__.encode())
+    return f"{name}#{_digest(b'|'.join(parts))}"
+
+
+def describe_problem(problem: Any, factory: Callable | None) -> dict:
+    fields = {f.name: _describe_value(getattr(problem, f.name)) for f in dataclasses.fields(problem)}
+    out = {"class": type(problem).__name__, "fields": fields}
+    if factory is not None:
+        out["factory"] = _describe_callable(factory)
+    return out
+
+
+# ---- planning: validate everything before any work ------------------------------------------
+@dataclasses.dataclass
+class Plan:
+    grid: Grid
+    job: ChunkJob
+    config: dict
+    fingerprint: str
+    layout: dict
+    chunk: int
+
+
+def _resolve_problem(problem: Any, axes: Mapping) -> tuple[Any, Callable | None]:
+    if isinstance(problem, Problem):
+        return problem, None
+    if not callable(problem):
+        raise InputError(f"problem must be an mfdyn problem or a factory `lambda **kw: Problem(...)`, got {problem!r}")
+    names = [n for n in _flat_axis_names(axes) if n not in STEP_AXES + ("a", "b", "seed", "scale")]
+    first = {n: _first_value(axes, n) for n in names}
+    try:
+        base = problem(**first)
+    except InputError:
+        raise
+    except TypeError as exc:
+        raise InputError(f"problem factory does not accept the swept constants {names}: {exc}") from None
+    if not isinstance(base, Problem):
+        raise InputError(f"problem factory must return an mfdyn problem, got {type(base).__name__}")
+    return base, problem
+
+
+def _flat_axis_names(axes: Mapping) -> list[str]:
+    from .grid import Zipped
+
+    names = []
+    for key, value in axes.items():
+        names += list(value.axes) if isinstance(value, Zipped) else [key]
+    return names
+
+
+def _first_value(axes: Mapping, name: str) -> Any:
+    from .grid import Zipped
+
+    for key, value in axes.items():
+        if isinstance(value, Zipped) and name in value.axes:
+            return float(np.asarray(value.axes[name])[0])
+        if key == name:
+            return float(_axis_values(name, value)[0])
+    raise KeyError(name)
+
+
+def _constant_fields(base: Problem) -> tuple[str, ...]:
+    """Array fields of a problem that a scalar sweep value can replace (scalars and vectors)."""
+    out = []
+    for f in dataclasses.fields(base):
+        if f.metadata.get("static"):
+            continue
+        value = getattr(base, f.name)
+        if isinstance(value, jax.Array) and value.ndim <= 1 and not np.iscomplexobj(value):
+            out.append(f.name)
+    return tuple(out)
+
+
+def plan_sweep(problem, axes, steps, *, tol, max_period, keep_orbit, chunk, init_kind, params0, check_every,
+               sharpness, workers) -> Plan:
+    steps = v.integer("steps", steps, minimum=1)
+    v.finite_scalar("tol", tol, positive=True)
+    max_period = v.integer("max_period", max_period, minimum=0)
+    keep_orbit = v.integer("keep_orbit", keep_orbit, minimum=0)
+    if keep_orbit > steps:
+        raise InputError(f"keep_orbit must be <= steps = {steps}, got {keep_orbit}")
+    check_every = v.integer("check_every", check_every, minimum=1)
+    if chunk is not None:
+        chunk = v.integer("chunk", chunk, minimum=1)
+    if workers is not None:
+        v.integer("workers", workers, minimum=1)
+    if not isinstance(axes, Mapping) or not axes:
+        raise InputError(f"axes must be a non-empty dict of named 1-D arrays, got {axes!r}")
+
+    base, factory = _resolve_problem(problem, axes)
+    scalar = isinstance(base, ScalarFactorization)
+    init_axes = ("a", "b", "seed", "scale") if scalar else ("seed", "scale")
+    constants = ("*",) if factory is not None else _constant_fields(base)
+    names = _flat_axis_names(axes)
+    if factory is None:
+        allowed = STEP_AXES + init_axes + constants
+        for n in names:
+            if n not in allowed:
+                hint = " (to sweep a matrix constant pass a factory `lambda **kw: Problem(...)`)" if hasattr(base, n) else ""
+                raise InputError(f"unknown axis name {n!r} for {type(base).__name__}; allowed: {', '.join(allowed)}{hint}")
+        grid = make_grid(axes, allowed)
+    else:
+        grid = make_grid(axes)
+    const_names = tuple(n for n in grid.axis_names if n not in STEP_AXES + init_axes)
+    if "eta" not in grid.axis_names:
+        raise InputError("axes must include the step size 'eta' (a 1-element axis is fine)")
+    _check_axis_signs(grid, const_names)
+    if factory is not None:
+        for name in const_names:  # every value of every constant must build a valid problem
+            for value in np.unique(grid.axis(name)[1]):
+                factory(**{n: (float(value) if n == name else _first_value(axes, n)) for n in const_names})
+
+    has_ab = [n for n in ("a", "b") if n in grid.axis_names]
+    if has_ab:
+        if len(has_ab) != 2:
+            raise InputError(f"axes must give both initial coordinates 'a' and 'b', got only {has_ab[0]!r}")
+        if params0 is not None or {"seed", "scale"} & set(grid.axis_names):
+            raise InputError("axes 'a', 'b' fix the initial point: do not also pass params0 or sweep seed/scale")
+        init = "ab"
+    elif params0 is not None:
+        if {"seed", "scale"} & set(grid.axis_names):
+            raise InputError("params0 fixes the initial point: do not also sweep 'seed' or 'scale'")
+        params0 = base.check_params(params0, "params0")
+        init = "params0"
+    else:
+        if scalar and not {"seed", "scale"} & set(grid.axis_names):
+            raise InputError("scalar sweeps need initial coordinates: axes 'a' and 'b' (or 'seed'/'scale', or params0)")
+        v.choice("init_kind", init_kind, tuple(base.init_kinds))
+        init = "random"
+
+    n_coords = base.num_coordinates
+    tail = min(max(max_period, keep_orbit), steps)
+    spec = KernelSpec(steps=steps, check_every=check_every, tail=tail, max_period=min(max_period, tail),
+                      keep_orbit=keep_orbit, init=init, init_kind=init_kind if init == "random" else "",
+                      const_names=const_names, sharpness=bool(sharpness),
+                      heavy_ball="momentum" in grid.axis_names)
+    if chunk is None:
+        chunk = default_chunk(grid.size, n_coords, local_workers(workers))
+    config = {
+        "mfdyn_version": _version(),
+        "problem": describe_problem(base, factory),
+        "grid": grid.as_config(),
+        "steps": steps, "tol": float(tol), "max_period": max_period, "keep_orbit": keep_orbit,
+        "check_every": check_every, "init": init, "init_kind": spec.init_kind, "sharpness": bool(sharpness),
+        "params0": None if params0 is None else _describe_value(jax.tree_util.tree_leaves(params0)),
+        "num_coordinates": n_coords,
+    }
+    fingerprint = _digest(json.dumps(config, sort_keys=True).encode())
+    job = ChunkJob(problem=base, factory=factory, params0=params0, spec=spec, tol=float(tol), padded=padded_size(chunk))
+    return Plan(grid, job, config, fingerprint, st.variable_layout(n_coords, keep_orbit), chunk)
+
+
+def _check_axis_signs(grid: Grid, const_names: tuple[str, ...]) -> None:
+    for name, rule in (("eta", "positive"), ("scale", "positive"), ("momentum", "nonnegative")):
+        if name in grid.axis_names:
+            vals = grid.axis(name)[1]
+            bad = vals[vals <= 0] if rule == "positive" else vals[vals < 0]
+            if bad.size:
+                raise InputError(f"axis {name!r} must be {'> 0' if rule == 'positive' else '>= 0'}, got {bad[0]!r}")
+    for name in const_names:
+        if name in NONNEGATIVE_CONSTANTS:
+            vals = grid.axis(name)[1]
+            if np.any(vals < 0):
+                raise InputError(f"axis {name!r} must be >= 0, got {vals[vals < 0][0]!r}")
+
+
+def default_chunk(n_points: int, n_coords: int, workers: int) -> int:
+    """Points per chunk: the hot state (about 12 float64 per coordinate) within ``CACHE_BYTES``, a
+    power of two, at most 4096, and small enough that every worker gets a chunk."""
+    per_point = 8 * 12 * max(n_coords, 1)
+    cache_chunk = 2 ** int(math.log2(max(LANE, CACHE_BYTES // per_point)))
+    share = padded_size(-(-n_points // workers))
+    return max(1, min(cache_chunk, 4096, share))
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+# ---- running ------------------------------------------------------------------------------
+def sweep(
+    problem: Any,
+    axes: Mapping[str, Any],
+    steps: int,
+    *,
+    tol: float = 1e-12,
+    max_period: int = 64,
+    keep_orbit: int = 0,
+    chunk: int | None = None,
+    store: Any = None,
+    scheduler: Any = None,
+    progress: bool = True,
+    init_kind: str = "gaussian",
+    params0: Any = None,
+    check_every: int = 16,
+    sharpness: bool = True,
+    workers: int | None = None,
+) -> xr.Dataset:
+    """Run GD from every point of a grid and classify each trajectory.
+
+    ``problem``: an mfdyn problem, or a factory ``lambda **kw: Problem(...)`` called (inside the
+    compiled kernel, with traced values) with the swept constants as keywords. ``axes``: a dict of
+    named 1-D arrays forming a Cartesian grid (:func:`mfdyn.zipped` groups axes that vary together);
+    names: ``eta`` (required), ``momentum`` (heavy ball, default 0), any scalar or vector array field
+    of the problem (``target``, ``quartic``, ``weight_decay`` (one value for all layers), ``balance``;
+    anything with a factory), the scalar family's initial coordinates ``a``, ``b``, and ``seed``,
+    ``scale`` (random init ``problem.init(seed, scale, kind=init_kind)``; defaults 0 and 1).
+    ``params0`` fixes one initial point for all non-scalar trajectories instead.
+
+    Returns a Dataset with dims = the grid dimensions in the order given and variables ``outcome``
+    (``converged``/``periodic``/``bounded``/``diverged``/``unfinished``, see
+    :mod:`mfdyn.sweep.classify`), ``period``, ``steps_to_converge`` (-1 if not converged),
+    ``diverged_at`` (-1 if finite), ``final_loss``, ``final_sharpness`` (largest Hessian eigenvalue;
+    NaN with ``sharpness=False``), ``final_imbalance`` (norm of ``problem.imbalance``),
+    ``final_params`` (flat real coordinates, over ``coord``), and with ``keep_orbit=K`` the last K
+    states ``orbit`` (over ``orbit_step``, ``coord``; oldest first, the last is the final state) and their losses ``orbit_loss``. "final" is the
+    state where the trajectory stopped: at convergence, at the last finite state, or after ``steps``.
+    Convergence and periodicity tests: see :mod:`mfdyn.sweep.kernel` (``check_every`` sets how often
+    convergence is tested). Attributes: the configuration (``mfdyn_config``, JSON) and version.
+
+    ``chunk``: trajectories per compiled batch (default from the cache size); ``workers``: local
+    threads (default: all cores); ``store="out.zarr"``: write chunk by chunk, resume on a second call
+    with the same arguments, refuse a store of another configuration; ``scheduler``: a Dask
+    ``Client`` or ``"tcp://host:port"`` to run chunks on a cluster. The result is bitwise identical
+    for any ``chunk``, ``workers``, ``scheduler`` and interruption.
+    """
+    plan = plan_sweep(problem, axes, steps, tol=tol, max_period=max_period, keep_orbit=keep_orbit, chunk=chunk,
+                      init_kind=init_kind, params0=params0, check_every=check_every, sharpness=sharpness,
+                      workers=workers)
+    grid, chunk_size = plan.grid, plan.chunk
+    path = None
+    if store is not None:
+        path, chunk_size, done = st.open_or_create(store, plan.config, plan.fingerprint, grid.size, chunk_size,
+                                                   plan.layout)
+        plan.job = dataclasses.replace(plan.job, padded=padded_size(chunk_size))
+    ranges = chunk_ranges(grid.size, chunk_size)
+    if store is None:
+        done = np.zeros(len(ranges), dtype=np.int8)
+    todo = [i for i in range(len(ranges)) if not done[i]]
+    pieces = [(i, _with_defaults(grid.values(*ranges[i]), plan.job.spec)) for i in todo]
+    if scheduler is None:
+        runner = run_local(plan.job, pieces, workers)
+    else:
+        runner = run_dask(plan.job, pieces, scheduler, key_prefix=f"mfdyn-sweep-{plan.fingerprint}-{uuid.uuid4().hex[:8]}")
+    flat = st.empty_results(grid.size, plan.layout) if path is None else None
+    with SweepProgress(len(ranges), plan.config["steps"], progress) as bar:
+        bar.set_total(grid.size)
+        for i in range(len(ranges)):
+            if done[i]:
+                bar.advance(ranges[i][1] - ranges[i][0])
+        for idx, result in runner:
+            start, stop = ranges[idx]
+            if path is not None:
+                st.write_chunk(path, idx, start, stop, result, plan.layout)
+            else:
+                for name in plan.layout:
+                    flat[name][start:stop] = result[name]
+            bar.advance(stop - start)
+    if path is not None:
+        flat = st.read_flat(path, plan.layout, chunk_size)
+    return st.gridded(flat, grid, plan.layout, _attrs(plan.config))
+
+
+def _with_defaults(values: dict[str, np.ndarray], spec: KernelSpec) -> dict[str, np.ndarray]:
+    """Fill the axes the kernel always reads: ``momentum = 0``; random init ``seed = 0``, ``scale = 1``."""
+    n = len(next(iter(values.values())))
+    defaults = {"momentum": np.zeros(n)}
+    if spec.init == "random":
+        defaults.update(seed=np.zeros(n, np.int64), scale=np.ones(n))
+    return {**defaults, **values}
+
+
+def _attrs(config: dict) -> dict:
+    return {"mfdyn_config": json.dumps(config), "mfdyn_version": config["mfdyn_version"],
+            "problem": config["problem"]["class"], "steps": config["steps"], "tol": config["tol"],
+            "max_period": config["max_period"], "keep_orbit": config["keep_orbit"],
+            "check_every": config["check_every"]}
+
+
+def open_sweep(path: Any) -> xr.Dataset:
+    """Open a sweep store as the gridded Dataset with decoded outcomes (points of chunks not
+    computed yet read ``unfinished`` with NaN / -1 values)."""
+    from pathlib import Path
+    import os
+
+    path = Path(os.fspath(path))
+    if not path.exists():
+        raise InputError(f"store {str(path)!r} does not exist")
+    attrs = st.read_attrs(path)
+    config = json.loads(attrs["mfdyn_config"])
+    grid = Grid(tuple((dim, {n: _axis_values(n, vals) for n, vals in axes.items()}) for dim, axes in config["grid"]))
+    layout = st.variable_layout(config["num_coordinates"], config["keep_orbit"])
+    flat = st.read_flat(path, layout, int(attrs["mfdyn_chunk"]))
+    return st.gridded(flat, grid, layout, _attrs(config))

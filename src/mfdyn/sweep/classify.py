@@ -1,0 +1,46 @@
+"""Outcome labels of swept trajectories and their int8 codes (the storage format).
+
+- ``converged``: the convergence test held (``steps_to_converge >= 0``);
+- ``diverged``: the state became non-finite (``diverged_at >= 0``);
+- ``periodic``: finite, not converged, ``z_T = z_{T-k}`` to relative 1e-9 for a ``k`` in
+  ``2..max_period`` (``period = k``, the smallest such);
+- ``unfinished``: finite, not converged, but ``z_T = z_{T-1}`` to relative 1e-9 (still creeping
+  towards a fixed point when the steps ran out), or not computed yet (a partial store);
+- ``bounded``: finite, not converged, not periodic within ``max_period``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+OUTCOMES: tuple[str, ...] = ("unfinished", "converged", "periodic", "bounded", "diverged")
+CODES = {name: np.int8(i) for i, name in enumerate(OUTCOMES)}
+UNFINISHED = CODES["unfinished"]  # also the fill value of a store: chunks not computed yet
+
+
+def classify(diverged_at: np.ndarray, steps_to_converge: np.ndarray, period: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Outcome codes (int8) and periods (0 unless periodic) from the kernel's raw results."""
+    diverged_at, steps_to_converge, period = map(np.asarray, (diverged_at, steps_to_converge, period))
+    code = np.full(diverged_at.shape, CODES["bounded"], dtype=np.int8)
+    code[period == 1] = UNFINISHED
+    code[period >= 2] = CODES["periodic"]
+    code[steps_to_converge >= 0] = CODES["converged"]
+    code[diverged_at >= 0] = CODES["diverged"]
+    return code, np.where(code == CODES["periodic"], period, 0).astype(np.int32)
+
+
+def decode(codes: np.ndarray) -> np.ndarray:
+    """int8 codes to label strings."""
+    codes = np.asarray(codes)
+    if codes.size and (codes.min() < 0 or codes.max() >= len(OUTCOMES)):
+        raise ValueError(f"invalid outcome codes in {np.unique(codes).tolist()}")
+    return np.asarray(OUTCOMES, dtype=object)[codes.astype(np.int64)].astype(str)
+
+
+def encode(labels: np.ndarray) -> np.ndarray:
+    """Label strings to int8 codes."""
+    labels = np.asarray(labels)
+    out = np.empty(labels.shape, dtype=np.int8)
+    for name, code in CODES.items():
+        out[labels == name] = code
+    return out

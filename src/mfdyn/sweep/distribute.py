@@ -1,0 +1,112 @@
+"""Running sweep chunks: in-process on all local cores, or as Dask tasks on a cluster.
+
+A chunk is a pure function of ``(job, per-point axis values)``: workers compile the kernel once per
+process and return numpy arrays; the caller collects them in completion order. Because every
+trajectory's result is independent of its chunk (see ``kernel``), a task retried on another worker
+after a worker died gives the same bits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..errors import InputError
+from .classify import classify
+from .kernel import KernelSpec, run_chunk
+
+CONNECT_TIMEOUT = "20s"  # for a scheduler given by address
+LANE = 8  # chunks are padded to a multiple of this: size-1 batches take other XLA code paths
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkJob:
+    """What a worker needs to run any chunk of one sweep (picklable with cloudpickle)."""
+
+    problem: Any
+    factory: Callable | None
+    params0: Any
+    spec: KernelSpec
+    tol: float
+    padded: int  # every chunk is padded to this many trajectories: one compiled shape
+
+
+def padded_size(chunk: int) -> int:
+    return -(-chunk // LANE) * LANE
+
+
+def compute_chunk(job: ChunkJob, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run one chunk; ``values[name]`` are the per-point axis values (padded here by repetition)."""
+    n = len(next(iter(values.values())))
+    pad = job.padded - n
+    batch = {k: jnp.asarray(np.concatenate([v, np.repeat(v[-1:], pad)]) if pad else v) for k, v in values.items()}
+    out = run_chunk(job.problem, batch, job.params0, jnp.asarray(job.tol, jnp.float64), spec=job.spec,
+                    factory=job.factory)
+    out = {k: np.asarray(v)[:n] for k, v in jax.device_get(out).items()}
+    out["outcome"], out["period"] = classify(out["diverged_at"], out["steps_to_converge"], out["period"])
+    return out
+
+
+Piece = tuple[int, dict[str, np.ndarray]]
+
+
+def local_workers(workers: int | None) -> int:
+    return max(1, workers if workers is not None else (os.cpu_count() or 1))
+
+
+def run_local(job: ChunkJob, pieces: list[Piece], workers: int | None) -> Iterator[tuple[int, dict]]:
+    """Chunks on a thread pool, one chunk per core at a time (XLA releases the GIL while running).
+
+    The first chunk runs alone so that the kernel is compiled once, not once per thread.
+    """
+    if not pieces:
+        return
+    first, rest = pieces[0], pieces[1:]
+    yield first[0], compute_chunk(job, first[1])
+    with ThreadPoolExecutor(max_workers=local_workers(workers)) as pool:
+        futures = {pool.submit(compute_chunk, job, vals): idx for idx, vals in rest}
+        try:
+            for fut in as_completed(futures):
+                yield futures[fut], fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()
+
+
+def dask_client(scheduler: Any):
+    """A ``dask.distributed.Client`` from a client or a scheduler address ``tcp://host:port``."""
+    from dask.distributed import Client
+
+    if isinstance(scheduler, Client):
+        return scheduler, False
+    if isinstance(scheduler, str):
+        try:
+            return Client(scheduler, timeout=CONNECT_TIMEOUT), True
+        except Exception as exc:  # noqa: BLE001 - any connection failure is bad input
+            raise InputError(f"scheduler {scheduler!r} could not be reached ({type(exc).__name__}: {exc})") from None
+    raise InputError(f"scheduler must be None, an address like 'tcp://host:port' or a dask Client, got {scheduler!r}")
+
+
+def run_dask(job: ChunkJob, pieces: list[Piece], scheduler: Any, key_prefix: str) -> Iterator[tuple[int, dict]]:
+    """Chunks as Dask tasks; a task lost with its worker is rerun elsewhere by the scheduler."""
+    from dask.distributed import as_completed as dask_completed
+
+    client, owned = dask_client(scheduler)
+    try:
+        futures = {}
+        for idx, vals in pieces:
+            fut = client.submit(compute_chunk, job, vals, key=f"{key_prefix}-{idx}", pure=False, retries=3)
+            futures[fut.key] = (idx, fut)
+        for fut in dask_completed([f for _, f in futures.values()]):
+            idx = futures[fut.key][0]
+            yield idx, fut.result()
+            fut.release()
+    finally:
+        if owned:
+            client.close()

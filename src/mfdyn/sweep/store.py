@@ -1,0 +1,162 @@
+"""Results of a sweep: flat per-point arrays, the gridded Dataset, and the resumable Zarr store.
+
+On disk every variable is flat over ``point`` (grid points in C order), chunked like the sweep, so
+each finished sweep chunk is one aligned region write (``xarray.Dataset.to_zarr(region=...)``);
+``chunk_done[i] = 1`` is written after chunk ``i``'s data, so a killed writer leaves at worst a
+chunk that is recomputed on resume. Zarr writes every file atomically, and a new store is built in
+a temporary folder and renamed into place, so a store is never left unreadable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from ..errors import InputError
+from .classify import UNFINISHED, decode
+from .grid import Grid
+
+STORE_FORMAT = 1
+
+# name -> (dtype, extra dims after "point", value for points not computed)
+def variable_layout(num_coordinates: int, keep_orbit: int) -> dict[str, tuple[Any, tuple[tuple[str, int], ...], Any]]:
+    layout = {
+        "outcome": (np.int8, (), UNFINISHED),
+        "period": (np.int32, (), 0),
+        "steps_to_converge": (np.int64, (), -1),
+        "diverged_at": (np.int64, (), -1),
+        "final_loss": (np.float64, (), np.nan),
+        "final_sharpness": (np.float64, (), np.nan),
+        "final_imbalance": (np.float64, (), np.nan),
+        "final_params": (np.float64, (("coord", num_coordinates),), np.nan),
+    }
+    if keep_orbit:
+        layout["orbit"] = (np.float64, (("orbit_step", keep_orbit), ("coord", num_coordinates)), np.nan)
+        layout["orbit_loss"] = (np.float64, (("orbit_step", keep_orbit),), np.nan)
+    return layout
+
+
+def empty_results(size: int, layout: dict) -> dict[str, np.ndarray]:
+    return {name: np.full((size, *(n for _, n in extra)), fill, dtype=dtype) for name, (dtype, extra, fill) in layout.items()}
+
+
+def gridded(flat: dict[str, np.ndarray], grid: Grid, layout: dict, attrs: dict) -> xr.Dataset:
+    """The user-facing Dataset: dims = grid dimensions (+ ``orbit``, ``coord``), decoded outcomes."""
+    data_vars = {}
+    for name, (_, extra, _) in layout.items():
+        arr = np.asarray(flat[name]).reshape(grid.shape + tuple(n for _, n in extra))
+        if name == "outcome":
+            arr = decode(arr)
+        data_vars[name] = (grid.dim_names + tuple(d for d, _ in extra), arr)
+    coords = {}
+    for dim, axes in grid.dims:
+        for name, values in axes.items():
+            coords[name] = (dim, values)
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+# ---- the Zarr store --------------------------------------------------------------------------
+def _writable_parent(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"store {str(path)!r} is not writable: folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"store {str(path)!r} is not writable: no write permission in {str(parent)!r}")
+
+
+def read_attrs(path: Path) -> dict:
+    try:
+        ds = xr.open_zarr(path, consolidated=False, mask_and_scale=False, decode_times=False)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"store {str(path)!r} exists but is not a readable Zarr store ({type(exc).__name__})") from None
+    with ds:
+        attrs = dict(ds.attrs)
+    if attrs.get("mfdyn_store_format") != STORE_FORMAT:
+        raise InputError(f"store {str(path)!r} is not an mfdyn sweep store; nothing in it was changed")
+    return attrs
+
+
+def _first_difference(stored: dict, wanted: dict, prefix: str = "") -> str:
+    for key in sorted(set(stored) | set(wanted)):
+        a, b = stored.get(key, "<missing>"), wanted.get(key, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = _first_difference(a, b, prefix + key + ".")
+            if found:
+                return found
+        elif a != b:
+            text = lambda x: (json.dumps(x)[:60] + "...") if len(json.dumps(x)) > 63 else json.dumps(x)  # noqa: E731
+            return f"{prefix}{key}: store has {text(a)}, this call has {text(b)}"
+    return ""
+
+
+def open_or_create(path: Any, config: dict, fingerprint: str, size: int, chunk: int, layout: dict) -> tuple[Path, int, np.ndarray]:
+    """Open a matching store (resume) or create a new one; returns ``(path, chunk, chunk_done)``.
+
+    A store made by a different configuration is refused (InputError naming the first differing
+    key); nothing in it is touched. ``chunk`` of an existing store wins over the requested one (the
+    results do not depend on it).
+    """
+    path = Path(os.fspath(path))
+    if path.exists():
+        attrs = read_attrs(path)
+        if attrs.get("mfdyn_fingerprint") != fingerprint:
+            stored = json.loads(attrs.get("mfdyn_config", "{}"))
+            diff = _first_difference(stored, config) or "problem constants or factory differ"
+            raise InputError(f"store {str(path)!r} was made by a different sweep configuration ({diff}); "
+                             "use another path or delete it")
+        return path, int(attrs["mfdyn_chunk"]), read_chunk_done(path)
+    _writable_parent(path)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise InputError(f"store {str(path)!r} is not writable ({exc.strerror})") from None
+    try:
+        n_chunks = -(-size // chunk)
+        data_vars = {}
+        for name, (dtype, extra, _) in layout.items():
+            shape = (size, *(n for _, n in extra))
+            data_vars[name] = (("point", *(d for d, _ in extra)),
+                               da.zeros(shape, dtype=dtype, chunks=(chunk, *(n for _, n in extra))))
+        data_vars["chunk_done"] = (("chunk",), da.zeros(n_chunks, dtype=np.int8, chunks=1))
+        attrs = {"mfdyn_store_format": STORE_FORMAT, "mfdyn_fingerprint": fingerprint, "mfdyn_chunk": chunk,
+                 "mfdyn_config": json.dumps(config), "mfdyn_version": config["mfdyn_version"]}
+        xr.Dataset(data_vars, attrs=attrs).to_zarr(tmp / "store.zarr", compute=False, mode="w", consolidated=False)
+        os.replace(tmp / "store.zarr", path)
+    except OSError as exc:
+        raise InputError(f"store {str(path)!r} is not writable ({exc.strerror})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path, chunk, np.zeros(-(-size // chunk), dtype=np.int8)
+
+
+def read_chunk_done(path: Path) -> np.ndarray:
+    with xr.open_zarr(path, consolidated=False, mask_and_scale=False) as ds:
+        return np.asarray(ds["chunk_done"].values, dtype=np.int8)
+
+
+def write_chunk(path: Path, index: int, start: int, stop: int, results: dict[str, np.ndarray], layout: dict) -> None:
+    """Write one finished chunk (an aligned region), then mark it done."""
+    data = {name: (("point", *(d for d, _ in extra)), results[name]) for name, (_, extra, _) in layout.items()}
+    xr.Dataset(data).to_zarr(path, region={"point": slice(start, stop)}, mode="r+", consolidated=False)
+    xr.Dataset({"chunk_done": (("chunk",), np.ones(1, np.int8))}).to_zarr(
+        path, region={"chunk": slice(index, index + 1)}, mode="r+", consolidated=False)
+
+
+def read_flat(path: Path, layout: dict, chunk: int) -> dict[str, np.ndarray]:
+    """All flat variables; points of chunks not marked done read as not computed."""
+    with xr.open_zarr(path, consolidated=False, mask_and_scale=False) as ds:
+        flat = {name: np.asarray(ds[name].values) for name in layout}
+        done = np.asarray(ds["chunk_done"].values, dtype=bool)
+    size = next(iter(flat.values())).shape[0]
+    missing = ~np.repeat(done, chunk)[:size]
+    for name, (_, _, fill) in layout.items():
+        flat[name][missing] = fill
+    return flat

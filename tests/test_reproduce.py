@@ -1,0 +1,52 @@
+"""`mfdyn reproduce --quick`: every registered experiment runs, and the report is complete and consistent."""
+
+import json
+
+import pytest
+
+from mfdyn.cli import main
+from mfdyn.experiments import EXPERIMENTS, load_all
+
+CLAIM_KEYS = {"experiment", "claim", "expected", "measured", "tolerance", "passed"}
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    code = main(["reproduce", "--quick", "--out", str(out), "--jobs", "2"])
+    return code, out
+
+
+def test_quick_reproduction_runs_every_experiment_without_error(quick_report):
+    code, out = quick_report
+    assert code == 0  # 0 even if claims fail; 1 would mean an experiment raised
+    load_all()
+    markdown = (out / "report.md").read_text()
+    for name in EXPERIMENTS:
+        assert f"## {name}:" in markdown
+    assert "**ERROR**" not in markdown
+
+
+def test_claims_json_is_the_claims_table(quick_report):
+    _, out = quick_report
+    claims = json.loads((out / "claims.json").read_text())
+    assert len(claims) >= 50
+    for c in claims:
+        assert set(c) == CLAIM_KEYS and isinstance(c["passed"], bool) and c["claim"]
+    passed = sum(c["passed"] for c in claims)
+    html = (out / "report.html").read_text()
+    assert f"{passed} of {len(claims)} claims pass" in html
+    # claims table first, then the experiments with embedded figures
+    assert html.index("<h2>Claims</h2>") < html.index("data:image/png;base64,")
+    assert html.count("<tr><td>") >= len(claims)
+
+
+def test_reproduce_bad_input(tmp_path, capsys):
+    assert main(["reproduce", "--quick", "--only", "no_such_experiment", "--out", str(tmp_path)]) == 2
+    assert main(["reproduce", "--quick", "--full", "--out", str(tmp_path)]) == 2
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["reproduce", "--quick", "--only", "core", "--out", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert "no_such_experiment" in err[0] and "--out" in err[2]

@@ -1,0 +1,197 @@
+"""The batched sweep engine against slow references (``mfdyn.gd`` one trajectory at a time)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mfdyn
+from mfdyn import InputError
+from mfdyn.sweep.classify import OUTCOMES
+from mfdyn.sweep.kernel import run_chunk
+
+SCALAR = mfdyn.ScalarFactorization(1.0)
+STEPS = 300
+CHUNK = 16
+
+
+def scalar_axes():
+    return {"eta": [0.3, 0.9, 1.1, 1.2, 1.6, 2.3], "a": [0.4, 1.0, 1.7], "b": [0.6, 1.3]}
+
+
+@pytest.fixture(scope="module")
+def scalar_ds():
+    return mfdyn.sweep(SCALAR, scalar_axes(), STEPS, keep_orbit=4, chunk=CHUNK, progress=False)
+
+
+def test_layout(scalar_ds):
+    ds = scalar_ds
+    assert ds.outcome.dims == ("eta", "a", "b")
+    assert ds.final_params.dims == ("eta", "a", "b", "coord")
+    assert ds.orbit.dims == ("eta", "a", "b", "orbit_step", "coord")
+    assert set(np.unique(ds.outcome.values)) <= set(OUTCOMES)
+    assert "mfdyn_config" in ds.attrs and ds.attrs["mfdyn_version"] == mfdyn.__version__
+    np.testing.assert_array_equal(ds.eta.values, scalar_axes()["eta"])
+
+
+def test_matches_one_trajectory_gd(scalar_ds):
+    """Every point against an independent unbatched ``mfdyn.gd`` run (the slow reference)."""
+    ds = scalar_ds
+    for i, eta in enumerate(ds.eta.values):
+        for j, a in enumerate(ds.a.values):
+            for k, b in enumerate(ds.b.values):
+                pt = ds.isel(eta=i, a=j, b=k)
+                outcome = str(pt.outcome.values)
+                conv = int(pt.steps_to_converge)
+                n = conv if conv >= 0 else STEPS
+                traj = mfdyn.gd(SCALAR, (a, b), eta, n, record=("loss", "grad_norm", "params"))
+                if outcome == "diverged":
+                    assert traj.diverged_at == int(pt.diverged_at)
+                    continue
+                assert traj.diverged_at is None and int(pt.diverged_at) == -1
+                np.testing.assert_allclose(pt.final_params.values, traj["params"][-1], rtol=1e-12, atol=1e-300)
+                # a converged loss is rounding noise (~1e-31): ulp-level differences in the parameters
+                # (an FMA in the fused block) change it by O(1) relative, hence the absolute floor
+                np.testing.assert_allclose(float(pt.final_loss), traj["loss"][-1], rtol=1e-9, atol=1e-24)
+                if outcome == "converged":
+                    assert traj["grad_norm"][-1] <= 1e-12
+                    if conv > 0:  # the previous test (conv - check_every) had not passed
+                        assert traj["grad_norm"][-1 - ds.attrs["check_every"]] > 1e-12 or conv == STEPS
+                else:
+                    assert traj["grad_norm"][-1] > 1e-12
+                    np.testing.assert_allclose(pt.orbit.values, traj["params"][-4:], rtol=1e-12)
+
+
+def test_scalar_attractors_match_math(scalar_ds):
+    """MATH.md §1 [derived]: y = 1, balanced 2-cycle for 1 < eta < sqrt(5) - 1 with
+    s± = ((eta + 1) ± sqrt((eta - 1)(eta + 3))) / (2 eta); convergence below eta_c = 1 from these
+    starts; divergence for eta > 2."""
+    out = scalar_ds.outcome
+    assert (out.sel(eta=[0.3, 0.9]) == "converged").all()
+    assert (out.sel(eta=2.3) == "diverged").all()
+    for eta in (1.1, 1.2):
+        sel = scalar_ds.sel(eta=eta)
+        periodic = sel.outcome == "periodic"
+        assert periodic.any()
+        assert (sel.period.where(periodic, 2) == 2).all()
+        s = sel.orbit.isel(coord=0) * sel.orbit.isel(coord=1)  # ab along the orbit
+        root = np.sqrt((eta - 1) * (eta + 3))
+        expected = sorted([((eta + 1) - root) / (2 * eta), ((eta + 1) + root) / (2 * eta)])
+        for idx in zip(*np.nonzero(periodic.values)):
+            got = np.sort(s.values[idx][-2:])
+            np.testing.assert_allclose(got, expected, rtol=1e-8)
+            # imbalance decays to 0 on the stable cycle: a = b
+            np.testing.assert_allclose(float(sel.final_imbalance.values[idx]), 0.0, atol=1e-8)
+    conv = scalar_ds.where(out == "converged")
+    np.testing.assert_array_less(conv.final_loss.fillna(0).values, 1e-22)
+    # sharpness at a minimizer = a^2 + b^2 (MATH.md §1), from the params
+    p = conv.final_params
+    np.testing.assert_allclose(conv.final_sharpness.values, (p.isel(coord=0) ** 2 + p.isel(coord=1) ** 2).values,
+                               rtol=1e-10)
+
+
+def test_chunk_and_worker_invariance(scalar_ds):
+    """Bitwise identical for any chunk size and number of threads."""
+    for chunk, workers in ((1, 1), (5, 2), (64, 2)):
+        other = mfdyn.sweep(SCALAR, scalar_axes(), STEPS, keep_orbit=4, chunk=chunk, workers=workers, progress=False)
+        xr_identical(scalar_ds, other)
+
+
+def xr_identical(a, b):
+    assert a.identical(b), [k for k in a.data_vars if not a[k].identical(b[k])]
+
+
+def test_one_compilation_per_structure_and_chunk_shape():
+    axes1 = {"eta": np.linspace(0.2, 1.0, 5), "a": [1.5], "b": [0.5]}
+    mfdyn.sweep(SCALAR, axes1, 40, chunk=8, progress=False)
+    before = run_chunk._cache_size()
+    axes2 = {"eta": np.linspace(0.3, 0.6, 13), "a": [0.7, 0.8], "b": [0.25]}  # other values and grid size
+    mfdyn.sweep(mfdyn.ScalarFactorization(2.0, 0.1), axes2, 40, chunk=8, progress=False)
+    assert run_chunk._cache_size() == before
+    mfdyn.sweep(SCALAR, axes1, 40, chunk=16, progress=False)  # a new chunk shape compiles once
+    assert run_chunk._cache_size() == before + 1
+
+
+def test_swept_constants_equal_fixed_problems():
+    axes = {"target": [0.5, 2.0], "quartic": [0.0, 0.3], "eta": [0.2, 0.45], "a": [0.9], "b": [0.4]}
+    ds = mfdyn.sweep(SCALAR, axes, 120, chunk=CHUNK, progress=False)
+    for y in axes["target"]:
+        for mu in axes["quartic"]:
+            ref = mfdyn.sweep(mfdyn.ScalarFactorization(y, mu), {k: axes[k] for k in ("eta", "a", "b")}, 120,
+                              chunk=CHUNK, progress=False)
+            got = ds.sel(target=y, quartic=mu)
+            assert (got.outcome.values == ref.outcome.values).all()
+            np.testing.assert_allclose(got.final_params.values, ref.final_params.values, rtol=1e-13)
+
+
+def test_zipped_axes():
+    etas, As = [0.2, 0.5, 0.8], [0.5, 1.0, 1.5]
+    ds = mfdyn.sweep(SCALAR, {"diag": mfdyn.zipped(eta=etas, a=As), "b": [0.7, 0.9]}, 60, chunk=CHUNK, progress=False)
+    assert ds.outcome.dims == ("diag", "b")
+    np.testing.assert_array_equal(ds.a.values, As)
+    for i in range(3):
+        traj = mfdyn.gd(SCALAR, (As[i], 0.9), etas[i], 60, record=("params",))
+        if ds.steps_to_converge.values[i, 1] < 0:
+            np.testing.assert_allclose(ds.final_params.values[i, 1], traj["params"][-1], rtol=1e-12)
+
+
+def test_momentum_matches_gd():
+    ds = mfdyn.sweep(SCALAR, {"eta": [0.1], "momentum": [0.0, 0.5], "a": [1.3], "b": [0.2]}, 50, tol=1e-30,
+                     chunk=CHUNK, progress=False)
+    for m in (0.0, 0.5):
+        traj = mfdyn.gd(SCALAR, (1.3, 0.2), 0.1, 50, record=("params",), momentum=m)
+        np.testing.assert_allclose(ds.sel(momentum=m).final_params.values.ravel(), traj["params"][-1], rtol=1e-12)
+
+
+def test_factory_seeds_and_matrix_constant():
+    """X = diag(1, sigma) swept through a factory; random init per seed equals problem.init(seed)."""
+    factory = lambda sigma: mfdyn.MatrixFactorization(np.diag([1.0, 0.0]) + sigma * np.diag([0.0, 1.0]), 1)  # noqa: E731
+    axes = {"sigma": [0.3, 0.6], "seed": [0, 1, 2], "eta": [0.1]}
+    ds = mfdyn.sweep(factory, axes, 80, chunk=CHUNK, progress=False)
+    for sigma in axes["sigma"]:
+        prob = factory(sigma)
+        for seed in axes["seed"]:
+            traj = mfdyn.gd(prob, prob.init(seed), 0.1, 80, record=("params", "loss"))
+            got = ds.sel(sigma=sigma, seed=seed, eta=0.1)
+            np.testing.assert_allclose(got.final_params.values, traj["params"][-1], rtol=1e-11)
+            np.testing.assert_allclose(float(got.final_loss), traj["loss"][-1], rtol=1e-9)
+
+
+def test_deep_weight_decay_broadcast_and_params0():
+    Y = np.array([[2.0, 0.3], [0.1, 1.0]])
+    base = mfdyn.DeepFactorization(Y, 3)
+    p0 = base.init(7, 0.5)
+    ds = mfdyn.sweep(base, {"weight_decay": [0.0, 0.1], "eta": [0.05]}, 60, params0=p0, chunk=8, progress=False)
+    for wd in (0.0, 0.1):
+        prob = mfdyn.DeepFactorization(Y, 3, weight_decay=wd)
+        traj = mfdyn.gd(prob, p0, 0.05, 60, record=("params", "imbalance_norm", "sharpness"))
+        got = ds.sel(weight_decay=wd, eta=0.05)
+        np.testing.assert_allclose(got.final_params.values, traj["params"][-1], rtol=1e-11)
+        np.testing.assert_allclose(float(got.final_imbalance), traj["imbalance_norm"][-1], rtol=1e-9)
+        np.testing.assert_allclose(float(got.final_sharpness), traj["sharpness"][-1], rtol=1e-9)
+
+
+@pytest.mark.parametrize("axes, steps, kwargs, fragment", [
+    ({"eta": [], "a": [1.0], "b": [1.0]}, 10, {}, "axis 'eta' must not be empty"),
+    ({"eta": [0.1, np.nan], "a": [1.0], "b": [1.0]}, 10, {}, "must be finite"),
+    ({"eta": [0.1], "a": [1.0], "b": [1.0], "rho": [1.0]}, 10, {}, "unknown axis name 'rho'"),
+    ({"eta": [0.1], "a": [1.0], "b": [1.0]}, 0, {}, "steps must be >= 1"),
+    ({"eta": [-0.1], "a": [1.0], "b": [1.0]}, 10, {}, "axis 'eta' must be > 0"),
+    ({"a": [1.0], "b": [1.0]}, 10, {}, "must include the step size 'eta'"),
+    ({"eta": [0.1], "a": [1.0]}, 10, {}, "'a' and 'b'"),
+    ({"eta": [0.1], "a": [1.0], "b": [1.0], "quartic": [-1.0]}, 10, {}, "axis 'quartic' must be >= 0"),
+    ({"eta": [0.1], "a": [1.0], "b": [1.0]}, 10, {"keep_orbit": 11}, "keep_orbit must be <= steps"),
+    ({"eta": [0.1], "a": [1.0], "b": [1.0]}, 10, {"store": "/nonexistent-dir/x.zarr"}, "not writable"),
+    ({"eta": [0.1], "a": [1.0], "b": [1.0]}, 10, {"scheduler": 3}, "scheduler must be"),
+])
+def test_bad_input(axes, steps, kwargs, fragment):
+    with pytest.raises(InputError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        mfdyn.sweep(SCALAR, axes, steps, progress=False, **kwargs)
+
+
+def test_bad_factory():
+    with pytest.raises(InputError, match="must return an mfdyn problem"):
+        mfdyn.sweep(lambda sigma: 3.0, {"sigma": [1.0], "eta": [0.1]}, 5, progress=False)
+    with pytest.raises(InputError, match="X must be finite|X must"):
+        mfdyn.sweep(lambda sigma: mfdyn.MatrixFactorization(np.diag([1.0, np.divide(1.0, sigma)]), 1),
+                    {"sigma": [1.0, 0.0], "eta": [0.1]}, 5, progress=False)

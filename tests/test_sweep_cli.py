@@ -1,0 +1,84 @@
+"""``mfdyn sweep`` / ``mfdyn plot`` and the sweep figures."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+import numpy as np
+import pytest
+
+import mfdyn
+from mfdyn.cli import main
+
+CONFIG = """
+[problem]
+family = "scalar"
+target = 1.0
+[axes]
+eta = {start = 0.3, stop = 2.1, num = 5}
+a = [0.5, 1.5]
+[zipped.init]
+b = [0.8, 1.2]
+momentum = [0.0, 0.0]
+[run]
+steps = 200
+keep_orbit = 3
+chunk = 8
+"""
+
+
+def test_cli_sweep_store_and_plots(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG)
+    store = tmp_path / "o.zarr"
+    assert main(["sweep", str(cfg), "--store", str(store), "--json", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["points"] == 20 and summary["dims"] == {"eta": 5, "a": 2, "init": 2}
+    ds = mfdyn.open_sweep(store)
+    direct = mfdyn.sweep(mfdyn.ScalarFactorization(1.0), {"eta": np.linspace(0.3, 2.1, 5), "a": [0.5, 1.5],
+                         "init": mfdyn.zipped(b=[0.8, 1.2], momentum=[0.0, 0.0])}, 200, keep_orbit=3, progress=False)
+    assert ds.identical(direct)
+    assert sum(summary["outcomes"].values()) == 20
+    for args in (["phase", "--x", "eta", "--y", "a", "--sel", "init=#0"],
+                 ["bifurcation", "--x", "eta", "--value", "0"],
+                 ["heatmap", "--var", "final_loss", "--log", "--sel", "b=1.2"]):
+        out = tmp_path / f"{args[0]}.png"
+        assert main(["plot", *args[:1], str(store), *args[1:], "-o", str(out)]) == 0
+        assert out.stat().st_size > 1000
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("[problem]\nfamily = 'cubic'\n[axes]\neta=[0.1]\n[run]\nsteps=5", "problem.family"),
+    ("[problem]\nfamily = 'scalar'\nrho = 1\n[axes]\neta=[0.1]\n[run]\nsteps=5", "problem.rho"),
+    ("[problem]\nfamily = 'scalar'\n[axes]\neta={start=0.1, stop=1}\na=[1]\nb=[1]\n[run]\nsteps=5", "axes.eta"),
+    ("[problem]\nfamily = 'scalar'\n[axes]\neta=[0.1]\na=[1]\nb=[1]\n[run]\nsteps='x'", "run.steps"),
+    ("[problem]\nfamily = 'scalar'\n[axes]\neta=[0.1]\na=[1]\nb=[1]\n[run]\nstep=5", "run.step"),
+    ("[problem]\nfamily = 'scalar'\n[axes]\neta=[0.1]\na=[1]\nb=[1]\n[run]\nsteps=0", "steps must be >= 1"),
+    ("[problem]\nfamily = 'scalar'\ntarget = 'x'\n[axes]\neta=[0.1]\n[run]\nsteps=5", "problem: target"),
+    ("[problem\n", "not valid TOML"),
+])
+def test_cli_config_errors_name_the_key(tmp_path, capsys, text, fragment):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    assert main(["sweep", str(cfg), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fragment in err
+
+
+def test_plot_functions_and_errors():
+    ds = mfdyn.sweep(mfdyn.ScalarFactorization(1.0), {"eta": np.linspace(0.5, 1.3, 6), "a": [0.8, 1.0, 1.2],
+                                                      "b": [1.0]}, 200, keep_orbit=2, chunk=8, progress=False)
+    flat = ds.isel(b=0)
+    fig = mfdyn.plot.phase_diagram(flat, "eta", "a", overlays={"eta_c": 1.0, "curve": lambda x: 1 / x})
+    assert isinstance(fig, matplotlib.figure.Figure)
+    mfdyn.plot.bifurcation(ds, "eta", value=lambda o: o[..., 0] * o[..., 1])
+    mfdyn.plot.heatmap(flat, "steps_to_converge", "eta", "a")
+    with pytest.raises(mfdyn.InputError, match="reduce the other dimensions"):
+        mfdyn.plot.phase_diagram(ds, "eta", "a")
+    with pytest.raises(mfdyn.InputError, match="not an axis"):
+        mfdyn.plot.heatmap(flat, "final_loss", "eta", "sigma")
+    with pytest.raises(mfdyn.InputError, match="numeric"):
+        mfdyn.plot.heatmap(flat, "outcome", "eta", "a")
+    matplotlib.pyplot.close("all")
