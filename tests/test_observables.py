@@ -64,3 +64,16 @@ def test_user_registered_observable_is_recordable():
     assert traj["test_product_trace"][-1] > traj["test_product_trace"][0]
     with pytest.raises(mfdyn.InputError, match="not recorded"):
         traj["loss"]
+
+
+def test_closed_form_small_hessian_eigs_equal_dense():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        problem = mfdyn.ScalarFactorization(rng.uniform(0.1, 3), rng.uniform(0, 1))
+        params = tuple(jnp.asarray(x) for x in rng.normal(size=2) * 2)
+        dense = obs.extreme_hessian_eigs(problem, params, method="dense")
+        closed = obs.extreme_hessian_eigs(problem, params, method="closed_form")
+        scale = max(1.0, float(jnp.max(jnp.abs(problem.hessian(params)))))
+        np.testing.assert_allclose(closed, dense, rtol=1e-13, atol=1e-14 * scale)
+    one = mfdyn.CustomProblem(lambda p: 3.0 * p[0][0] ** 2, (jnp.zeros(1),))
+    np.testing.assert_allclose(obs.extreme_hessian_eigs(one, (jnp.ones(1),)), (6.0, 6.0))

@@ -71,17 +71,31 @@ def extreme_hessian_eigs(problem, params, method: str = "auto"):
     """``(lambda_min, lambda_max)`` of the Hessian over real coordinates.
 
     ``method="dense"``: ``eigvalsh`` of the dense Hessian; ``"lanczos"``: Lanczos on Hessian-vector
-    products; ``"auto"``: dense up to ``DENSE_LIMIT`` coordinates, Lanczos above.
+    products; ``"closed_form"``: the 2x2 formula (at most 2 coordinates); ``"auto"``: closed form up
+    to 2 coordinates, dense up to ``DENSE_LIMIT``, Lanczos above.
     """
     n = problem.num_coordinates
     if method == "auto":
-        method = "dense" if n <= DENSE_LIMIT else "lanczos"
+        method = "closed_form" if n <= 2 else "dense" if n <= DENSE_LIMIT else "lanczos"
+    if method == "closed_form":
+        return _small_symmetric_eigs(problem.hessian(params))
     if method == "dense":
         eigs = jnp.linalg.eigvalsh(problem.hessian(params))
         return eigs[0], eigs[-1]
     if method == "lanczos":
         return lanczos_extreme_eigs(lambda vec: problem.hvp(params, vec), n)
-    raise InputError(f"method must be 'auto', 'dense' or 'lanczos', got {method!r}")
+    raise InputError(f"method must be 'auto', 'closed_form' (n <= 2), 'dense' or 'lanczos', got {method!r}")
+
+
+def _small_symmetric_eigs(H: jax.Array):
+    """Extreme eigenvalues of a symmetric 1x1 or 2x2 matrix in closed form (batched sweeps over the
+    scalar family call this millions of times; LAPACK's per-matrix overhead would dominate):
+    ``(a + c)/2 -+ hypot((a - c)/2, b)`` for ``[[a, b], [b, c]]``."""
+    if H.shape[0] == 1:
+        return H[0, 0], H[0, 0]
+    a, b, c = H[0, 0], 0.5 * (H[0, 1] + H[1, 0]), H[1, 1]
+    mid, radius = 0.5 * (a + c), jnp.hypot(0.5 * (a - c), b)
+    return mid - radius, mid + radius
 
 
 @observable("sharpness")

@@ -119,7 +119,8 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
         return run
 
     def fused_block(problem, vals, c):
-        """``c`` unguarded steps; returns the new carry and whether its end state is finite."""
+        """``c`` unguarded steps; returns the new carry, whether its end state (and gradient) is finite,
+        and whether it passes the convergence test (one gradient serves both tests)."""
         params, velocity, t, diverged_at = c
         unroll = min(spec.check_every, 16) if problem.num_coordinates <= UNROLL_MAX_COORDINATES else 1
 
@@ -130,8 +131,10 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
         # materialize the block's end state: otherwise XLA may fuse (and recompute) the unrolled chain
         # of steps into each of its consumers below
         p, vel = jax.lax.optimization_barrier((p, vel))
-        finite = tree_all_finite(p) & tree_all_finite(vel) & tree_all_finite(problem.grad(p))
-        return (p, vel, t + spec.check_every, diverged_at), finite
+        g = problem.grad(p)
+        finite = tree_all_finite(p) & tree_all_finite(vel) & tree_all_finite(g)
+        done = (tree_norm(g) <= tol) & ((vals["momentum"] == 0) | (tree_norm(vel) <= tol))
+        return (p, vel, t + spec.check_every, diverged_at), finite, finite & done
 
     def converged(problem, vals, c):
         params, velocity, _, diverged_at = c
@@ -203,13 +206,14 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
     def main_body(state):
         k, c, conv = state
         live = unsettled(c, conv)
-        fast, finite = fused_block(c)
-        new = _where(finite, fast, c)
+        fast, finite, done = fused_block(c)
+        new = _where(live & finite, fast, c)
+        # a block that ended non-finite diverged inside it: replay it with guarded steps for the exact
+        # step (a diverged trajectory never passes the convergence test, so `done` needs no update)
         need = live & ~finite
         new = jax.lax.cond(jnp.any(need), lambda: _where(need, replay(c), new), lambda: new)
-        c = _where(live, new, c)
-        conv = jnp.where(live & converged(c), c[2], conv)
-        return k + 1, c, conv
+        conv = jnp.where(live & done, fast[2], conv)
+        return k + 1, new, conv
 
     _, carry, conv_step = jax.lax.while_loop(main_cond, main_body, (jnp.asarray(0, jnp.int64), carry, conv_step))
 
