@@ -19,6 +19,7 @@ from mfdyn.landscape.classify import NotInCensusError, class_key
 from mfdyn.landscape.kernels import split
 from mfdyn.landscape.search import random_starts, solve_gradient
 from mfdyn.landscape.spectrum import spectrum
+from mfdyn.landscape import target_with_singular_values
 
 OUT = Path(__file__).parent / "results"
 
@@ -32,21 +33,12 @@ def best_of(fn, repeats=3):
     return min(times), result
 
 
-def rotated(values, shape, seed=0):
-    rng = np.random.default_rng(seed)
-    S = np.zeros(shape)
-    S[np.arange(len(values)), np.arange(len(values))] = values
-    qa, _ = np.linalg.qr(rng.standard_normal((shape[0], shape[0])))
-    qb, _ = np.linalg.qr(rng.standard_normal((shape[1], shape[1])))
-    return qa @ S @ qb.T
-
-
 def main() -> None:
     rows = []
     # 1. critical_points on an 8x8 instance with L = 4 (target: under one second)
     L = 4
     th = thresholds(L, 1.0)
-    Y8 = rotated(np.linspace(2.6, 1.05, 8) * th.y_star, (8, 8))
+    Y8 = target_with_singular_values(np.linspace(2.6, 1.05, 8) * th.y_star, (8, 8))
     p8 = DeepFactorization(Y8, L, weight_decay=1.0)
     t, pts = best_of(lambda: critical_points(p8))
     rows.append({"case": "critical_points, 8x8, L=4", "classes": len(pts), "seconds": t, "us per class": 1e6 * t / len(pts)})
@@ -54,7 +46,7 @@ def main() -> None:
     rows.append({"case": "critical_points limit=10, 8x8, L=4", "classes": len(first), "seconds": t,
                  "us per class": 1e6 * t / len(first)})
     # 2. count_critical_points on a 50x50 instance (target: instant)
-    Y50 = rotated(np.linspace(3.0, 0.5, 50) * th.y_star, (50, 50), 1)
+    Y50 = target_with_singular_values(np.linspace(3.0, 0.5, 50) * th.y_star, (50, 50), 1)
     p50 = DeepFactorization(Y50, L, weight_decay=1.0)
     t, count = best_of(lambda: count_critical_points(p50))
     rows.append({"case": "count_critical_points, 50x50, L=4", "classes": str(count), "seconds": t, "us per class": None})
@@ -63,7 +55,7 @@ def main() -> None:
                  "us per class": 1e6 * t / len(first)})
     # 3. enumeration vs random-start search (experiment 1's method) on the same instance: classes per second
     L3 = 3
-    p3 = DeepFactorization(rotated(np.array([2.2, 1.7, 1.2]) * thresholds(L3, 1.0).y_star, (3, 3), 2), L3, weight_decay=1.0)
+    p3 = DeepFactorization(target_with_singular_values(np.array([2.2, 1.7, 1.2]) * thresholds(L3, 1.0).y_star, (3, 3), 2), L3, weight_decay=1.0)
     spec = spectrum(p3)
     t_enum, census = best_of(lambda: critical_points(p3))
     t_search, res = best_of(lambda: solve_gradient(spec, random_starts(spec, 1000, 0)), repeats=1)

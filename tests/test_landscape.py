@@ -21,15 +21,7 @@ from mfdyn.landscape.census import block_options, class_loss
 from mfdyn.landscape.roots import g_poly
 from mfdyn.landscape.rules import KIND_RANK
 from mfdyn.landscape.spectrum import spectrum
-
-
-def rotated(values, shape, seed=0):
-    rng = np.random.default_rng(seed)
-    S = np.zeros(shape)
-    S[np.arange(len(values)), np.arange(len(values))] = values
-    qa, _ = np.linalg.qr(rng.standard_normal((shape[0], shape[0])))
-    qb, _ = np.linalg.qr(rng.standard_normal((shape[1], shape[1])))
-    return qa @ S @ qb.T
+from mfdyn.landscape import target_with_singular_values
 
 
 # ---- scalar oracles ---------------------------------------------------------------------------------------------
@@ -76,7 +68,7 @@ def test_roots_satisfy_both_forms(L):
 
 def test_loss_formula_matches_problem_loss_and_representatives_are_critical():
     for L, widths, shape in [(2, None, (3, 2)), (3, (3, 2, 4, 3), (3, 3)), (4, None, (2, 3))]:
-        problem = DeepFactorization(rotated([3.1, 2.4, 1.2][: min(shape)], shape, L), L, widths=widths,
+        problem = DeepFactorization(target_with_singular_values([3.1, 2.4, 1.2][: min(shape)], shape, L), L, widths=widths,
                                     weight_decay=np.linspace(0.8, 1.1, L))
         scale = max(1.0, float(np.linalg.norm(np.asarray(problem.Y), 2)))
         for p in critical_points(problem):
@@ -113,7 +105,7 @@ def test_census_equals_brute_force(seed):
     if seed % 2:
         ys[3] = 0.0
     widths = (4, int(rng.integers(1, 5))) + (4,) * (L - 1)
-    problem = DeepFactorization(rotated(sorted(ys, reverse=True), (4, 4), seed), L, widths=widths, weight_decay=1.0)
+    problem = DeepFactorization(target_with_singular_values(sorted(ys, reverse=True), (4, 4), seed), L, widths=widths, weight_decay=1.0)
     spec, reference = brute_force(problem)
     points = critical_points(problem)
     assert len(points) == len(reference) == count_critical_points(problem)

@@ -10,15 +10,7 @@ from mfdyn.landscape.census import CensusContext
 from mfdyn.landscape.numerics import flat, numerical_kind
 from mfdyn.landscape.search import random_starts, solve_gradient
 from mfdyn.landscape.spectrum import spectrum
-
-
-def rotated(values, shape, seed=0):
-    rng = np.random.default_rng(seed)
-    S = np.zeros(shape)
-    S[np.arange(len(values)), np.arange(len(values))] = values
-    qa, _ = np.linalg.qr(rng.standard_normal((shape[0], shape[0])))
-    qb, _ = np.linalg.qr(rng.standard_normal((shape[1], shape[1])))
-    return qa @ S @ qb.T
+from mfdyn.landscape import target_with_singular_values
 
 
 @pytest.mark.parametrize("shape,L,widths", [
@@ -52,7 +44,7 @@ def random_instances():
         ys = ys[: min(shape)]
         if i == 4:
             ys[1] = ys[0]
-        out.append(DeepFactorization(rotated(ys, shape, i), L, widths=widths, weight_decay=wd))
+        out.append(DeepFactorization(target_with_singular_values(ys, shape, i), L, widths=widths, weight_decay=wd))
     for L in (3, 4):  # thresholds: y = y*, y = ybar
         th = thresholds(L, 1.0)
         out.append(DeepFactorization(np.diag([1.6 * th.y_bar, th.y_star, th.y_bar]), L, weight_decay=1.0))
@@ -98,7 +90,7 @@ def random_symmetry(problem, params, seed):
 
 
 def test_classify_maps_transformed_representatives_to_their_class():
-    problem = DeepFactorization(rotated([3.0, 3.0, 1.9], (3, 4), 1), 3, weight_decay=[0.9, 1.0, 1.1])
+    problem = DeepFactorization(target_with_singular_values([3.0, 3.0, 1.9], (3, 4), 1), 3, weight_decay=[0.9, 1.0, 1.1])
     for i, p in enumerate(critical_points(problem)):
         found = classify(problem, random_symmetry(problem, p.params, i))
         assert found.key == p.key and found.kind == p.kind
@@ -122,7 +114,7 @@ def test_classify_rejects_critical_looking_points_off_the_census():
 
 
 def test_random_start_search_finds_only_census_classes():
-    problem = DeepFactorization(rotated([3.0, 2.2], (2, 3), 4), 3, weight_decay=[1.2, 0.9, 1.0])
+    problem = DeepFactorization(target_with_singular_values([3.0, 2.2], (2, 3), 4), 3, weight_decay=[1.2, 0.9, 1.0])
     spec = spectrum(problem)
     from mfdyn.landscape.classify import class_key
 

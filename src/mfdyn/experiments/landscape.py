@@ -17,20 +17,11 @@ import time
 
 import numpy as np
 
+from ..landscape import target_with_singular_values
 from ..problems import DeepFactorization
 from .registry import Context, experiment
 
 PAPER = "Regularized deep matrix factorization: closed-form critical points (seed 002)"
-
-
-def _rotated(rng: np.random.Generator, values, shape) -> np.ndarray:
-    """``Y = Q_L diag(values) Q_0^T`` with Haar-random orthogonal ``Q``'s."""
-    d_out, d_in = shape
-    S = np.zeros(shape)
-    S[np.arange(len(values)), np.arange(len(values))] = values
-    qa, _ = np.linalg.qr(rng.standard_normal((d_out, d_out)))
-    qb, _ = np.linalg.qr(rng.standard_normal((d_in, d_in)))
-    return qa @ S @ qb.T
 
 
 def census_instances(count: int, seed: int = 0) -> list[tuple[str, DeepFactorization]]:
@@ -59,7 +50,7 @@ def census_instances(count: int, seed: int = 0) -> list[tuple[str, DeepFactoriza
             ys[1] = ys[0]
         elif kind == "zero":
             ys[2] = 0.0
-        Y = _rotated(rng, ys, shape)
+        Y = target_with_singular_values(ys, shape, rng)
         out.append((f"{i}:L={L},{kind}", DeepFactorization(Y, L, widths=widths, weight_decay=wd)))
     return out
 

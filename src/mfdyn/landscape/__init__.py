@@ -11,6 +11,7 @@ from .classify import NotInCensusError, classify, no_nonstrict_saddles
 from .numerics import RuleMismatchError, numerical_kind, verify_point
 from .roots import THRESHOLD_RTOL, Thresholds, positive_roots, thresholds
 from .rules import KINDS
+from .spectrum import target_with_singular_values
 
 __all__ = [
     "CriticalPoint",
@@ -28,4 +29,5 @@ __all__ = [
     "RuleMismatchError",
     "NotInCensusError",
     "KINDS",
+    "target_with_singular_values",
 ]

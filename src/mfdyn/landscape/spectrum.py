@@ -113,3 +113,22 @@ def spectrum(problem) -> Spectrum:
         blocks.append(Block(value, tuple(range(start, stop)), positive_roots(value, th)))
         start = stop
     return Spectrum(Y, U, y, Vt.T, tuple(blocks), th, tuple(problem.widths), wd)
+
+
+def target_with_singular_values(values, shape: tuple[int, int], seed: int | np.random.Generator = 0) -> np.ndarray:
+    """A test target ``Y = Q_L diag(values) Q_0^T`` of the given shape, ``Q``'s Haar-random orthogonal.
+
+    ``values`` are placed on the leading diagonal (at most ``min(shape)`` of them); ``seed`` is an
+    integer or a ``numpy.random.Generator``.
+    """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    d_out, d_in = shape
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 1 or values.size > min(shape):
+        raise InputError(f"values must be a 1-D list of at most min(shape) = {min(shape)} numbers, got {values.tolist()}")
+    S = np.zeros(shape)
+    S[np.arange(values.size), np.arange(values.size)] = values
+    qa, _ = np.linalg.qr(rng.standard_normal((d_out, d_out)))
+    qb, _ = np.linalg.qr(rng.standard_normal((d_in, d_in)))
+    return qa @ S @ qb.T
+
