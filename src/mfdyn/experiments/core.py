@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from .. import flow, gd
-from ..plot import matplotlib  # noqa: F401  (Agg backend)
+from .. import plot  # noqa: F401  (selects the Agg backend before pyplot is imported)
 from ..problems import DeepFactorization, ScalarFactorization
 from ..pytree import tree_norm
 from .registry import Context, experiment
