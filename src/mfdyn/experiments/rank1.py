@@ -268,6 +268,13 @@ def sigma_family(ctx: Context) -> None:
     ctx.holds(f"derived certificate branch |Q(z)| - delta admissible at every sigma (eta={eta}, box near minimizers)",
               all(admissible), measured=f"{sum(admissible)}/{len(admissible)}; worst inward "
               f"{max(r.report.inward_worst for r in branch.results):.3g}", expected=f"{len(admissible)}/{len(admissible)}")
+    if not all(admissible):
+        worst = max(branch.results, key=lambda r: r.report.inward_worst)
+        ctx.note(f"The searched branch is NOT admissible at {len(admissible) - sum(admissible)} of {len(admissible)} "
+                 f"sigma values: verification (sampling + local maximization) finds points on the zero set "
+                 f"where I(delta; G(z)) > 0, worst {worst.report.inward_worst:.3g}. Unlike the scalar imbalance, "
+                 f"||u||^2 - ||v||^2 has no exact per-step contraction identity under GD, so this quadratic "
+                 f"template gives no certificate; the paper's C^1 admissible branch is not reproduced by this search.")
     jumps = np.linalg.norm(np.diff(branch.coefficients, axis=0), axis=1)
     ctx.at_most("branch continuity: max change of the unit coefficient vector between neighbouring sigma", float(jumps.max()), 0.2)
     ctx.table(f"certificate branch by continuation in sigma: {template.formula}", branch.as_rows())
