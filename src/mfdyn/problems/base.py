@@ -11,6 +11,7 @@ products, parameter checks) is shared here.
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import equinox as eqx
@@ -31,30 +32,33 @@ class Problem(eqx.Module):
     init_kinds = INIT_KINDS
 
     # ---- implemented by each family -------------------------------------------------------
+    @abc.abstractmethod
     def loss(self, params: PyTree) -> jax.Array:
-        raise NotImplementedError
+        """The loss ``f(params)`` (a real scalar)."""
 
+    @abc.abstractmethod
     def grad(self, params: PyTree) -> PyTree:
-        raise NotImplementedError
+        """``grad f`` in the project convention (``d/dRe + i d/dIm`` for complex leaves)."""
 
+    @abc.abstractmethod
     def param_template(self) -> PyTree:
         """A pytree of ``jax.ShapeDtypeStruct`` describing the parameters."""
-        raise NotImplementedError
+
+    @abc.abstractmethod
+    def product(self, params: PyTree) -> jax.Array:
+        """The end-to-end matrix the parameters represent (compared with ``target_matrix``)."""
+
+    @abc.abstractmethod
+    def target_matrix(self) -> jax.Array:
+        """The matrix the product is fitted to."""
+
+    @abc.abstractmethod
+    def _draw(self, key: jax.Array, scale: jax.Array, kind: str) -> PyTree:
+        """Family-specific random initialization (``kind`` already validated)."""
 
     def imbalance(self, params: PyTree) -> PyTree:
         """The quantities gradient flow conserves (a pytree; empty if none)."""
         return ()
-
-    def product(self, params: PyTree) -> jax.Array:
-        """The end-to-end matrix the parameters represent (compared with ``target_matrix``)."""
-        raise NotImplementedError
-
-    def target_matrix(self) -> jax.Array:
-        raise NotImplementedError
-
-    def _draw(self, key: jax.Array, scale: jax.Array, kind: str) -> PyTree:
-        """Family-specific random initialization (``kind`` already validated)."""
-        raise NotImplementedError
 
     # ---- shared ---------------------------------------------------------------------------
     @property
