@@ -139,3 +139,16 @@ def test_trajectory_to_xarray():
     assert list(ds["loss"].dims) == ["step"] and ds["product_singular_values"].shape == (6, 2)
     np.testing.assert_array_equal(ds["step"].values, traj.steps)
     assert ds.attrs["method"] == "gd" and ds.attrs["diverged_at"] == -1
+
+
+def test_flow_blow_up_is_diverged_but_running_out_of_steps_is_unfinished():
+    """z' = z (loss -z^2/2) passes the divergence norm 1e100 at t = ln(1e100) ~ 230.3; a benign flow that
+    merely exhausts max_steps must not be reported as diverged."""
+    grow = mfdyn.CustomProblem(lambda p: -0.5 * p[0][0] ** 2, (jnp.ones(1),))
+    times = np.linspace(0.0, 300.0, 31)
+    traj = mfdyn.flow(grow, (jnp.ones(1),), 300.0, times=times, solver="tsit5")
+    assert traj.status == "diverged" and traj.diverged_at == 240.0
+    assert traj.times[-1] == 230.0 and np.all(np.isfinite(traj["loss"]))
+    slow = mfdyn.flow(mfdyn.ScalarFactorization(), (1.0, 0.5), 1e3, solver="tsit5", max_steps=20)
+    assert slow.diverged_at is None and slow.status.startswith("unfinished: max_steps=20")
+    assert 0 < slow.times.size < 257 and np.all(np.isfinite(slow["loss"]))

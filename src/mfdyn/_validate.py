@@ -20,7 +20,8 @@ def is_traced(x: Any) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
 
 
-def _short(value: Any) -> str:
+def describe(value: Any) -> str:
+    """A short one-line rendering of a value for error messages."""
     text = np.array2string(np.asarray(value), threshold=8, edgeitems=2) if np.ndim(value) else repr(value)
     text = " ".join(str(text).split())
     return text if len(text) <= 80 else text[:77] + "..."
@@ -33,15 +34,15 @@ def finite_array(name: str, value: Any, *, ndim: int | None = None, allow_comple
     try:
         arr = np.asarray(value)
     except Exception as exc:  # noqa: BLE001 - any conversion failure is bad input
-        raise InputError(f"{name} must be numeric, got {_short(value)} ({exc})") from None
+        raise InputError(f"{name} must be numeric, got {describe(value)} ({exc})") from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise InputError(f"{name} must be numeric, got {_short(value)}")
+        raise InputError(f"{name} must be numeric, got {describe(value)}")
     if ndim is not None and arr.ndim != ndim:
         raise InputError(f"{name} must have {ndim} dimension(s), got shape {arr.shape}")
     if np.iscomplexobj(arr) and not allow_complex:
-        raise InputError(f"{name} must be real, got complex values {_short(arr)}")
+        raise InputError(f"{name} must be real, got complex values {describe(arr)}")
     if not np.all(np.isfinite(arr)):
-        raise InputError(f"{name} must be finite, got {_short(arr)}")
+        raise InputError(f"{name} must be finite, got {describe(arr)}")
     return value
 
 
@@ -51,7 +52,7 @@ def finite_scalar(name: str, value: Any, *, positive: bool = False, nonnegative:
     try:
         x = float(value)
     except Exception:  # noqa: BLE001
-        raise InputError(f"{name} must be a real number, got {_short(value)}") from None
+        raise InputError(f"{name} must be a real number, got {describe(value)}") from None
     if not math.isfinite(x):
         raise InputError(f"{name} must be finite, got {x}")
     if positive and x <= 0:
@@ -66,7 +67,7 @@ def integer(name: str, value: Any, *, minimum: int | None = None) -> int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
-            raise InputError(f"{name} must be an integer, got {_short(value)}")
+            raise InputError(f"{name} must be an integer, got {describe(value)}")
     value = int(value)
     if minimum is not None and value < minimum:
         raise InputError(f"{name} must be >= {minimum}, got {value}")

@@ -266,12 +266,12 @@ def plateau_time(s: Any, u0: Any, uf: Any) -> np.ndarray:
         v.finite_array(name, val, allow_complex=False)
         arrays[name] = np.asarray(val, dtype=float)
         if np.any(arrays[name] <= 0):
-            raise InputError(f"{name} must be > 0, got {v._short(arrays[name])}")
+            raise InputError(f"{name} must be > 0, got {v.describe(arrays[name])}")
     s_, u0_, uf_ = np.broadcast_arrays(arrays["s"], arrays["u0"], arrays["uf"])
     between = ((u0_ <= uf_) & (uf_ < s_)) | ((s_ < uf_) & (uf_ <= u0_))
     if not np.all(between):
         raise InputError(
-            f"uf must lie between u0 and s (excluding s), got u0={v._short(u0_)}, uf={v._short(uf_)}, s={v._short(s_)}"
+            f"uf must lie between u0 and s (excluding s), got u0={v.describe(u0_)}, uf={v.describe(uf_)}, s={v.describe(s_)}"
         )
     t = _plateau_antiderivative(np.sqrt(uf_), s_) - _plateau_antiderivative(np.sqrt(u0_), s_)
     return t if t.ndim else np.float64(t)
@@ -405,7 +405,7 @@ def convergence_sweep(
     v.choice("kind", kind, DeepFactorization.init_kinds)
     seeds = np.asarray(seeds)
     if seeds.ndim != 1 or seeds.size == 0 or not np.issubdtype(seeds.dtype, np.integer) or np.any(seeds < 0):
-        raise InputError(f"seeds must be a non-empty 1-D array of non-negative integers, got {v._short(seeds)}")
+        raise InputError(f"seeds must be a non-empty 1-D array of non-negative integers, got {v.describe(seeds)}")
     constants = {k: np.atleast_1d(np.asarray(val, dtype=float)) for k, val in (constants or {}).items()}
     base = family(**{k: float(val[0]) for k, val in constants.items()})
     _deep(base, "convergence_sweep")

@@ -130,17 +130,25 @@ def gd(
 SOLVERS = {"kvaerno5": diffrax.Kvaerno5, "tsit5": diffrax.Tsit5, "dopri8": diffrax.Dopri8}
 
 
+DIVERGENCE_NORM = 1e100  # gradient flow "diverges" once the state's norm passes this (or its loss overflows)
+
+
 @eqx.filter_jit
 def _flow_solve(problem, y0, ts, t1, rtol, atol, solver_name: str, max_steps: int):
+    """Returns the states at ``ts`` (``inf`` where not reached), whether the solve ended by blowing up,
+    whether it succeeded, and the number of steps."""
     term = diffrax.ODETerm(lambda t, y, args: -problem.flat_grad(y))
+    blow_up = diffrax.Event(
+        lambda t, y, args, **kw: ~jnp.isfinite(problem.flat_loss(y)) | (jnp.linalg.norm(y) > DIVERGENCE_NORM))
     sol = diffrax.diffeqsolve(
         term, SOLVERS[solver_name](), t0=0.0, t1=t1, dt0=None, y0=y0,
         saveat=diffrax.SaveAt(ts=ts),
         # step onto every saved time: the solvers' dense interpolants are lower order than the steps
         stepsize_controller=diffrax.ClipStepSizeController(diffrax.PIDController(rtol=rtol, atol=atol), step_ts=ts),
-        max_steps=max_steps, throw=False,
+        event=blow_up, max_steps=max_steps, throw=False,
     )
-    return sol.ys, sol.result, sol.stats["num_steps"]
+    blew_up = sol.event_mask if sol.event_mask is not None else jnp.asarray(False)
+    return sol.ys, blew_up, sol.result == diffrax.RESULTS.successful, sol.stats["num_steps"]
 
 
 @partial(jax.jit, static_argnames=("names",))
@@ -217,22 +225,19 @@ def flow(
         solver = choose_solver(problem, params0, t1)
     y0 = problem.flatten(params0)
     if t1 == 0:
-        ys = jnp.broadcast_to(y0, (ts.size, y0.size))
-        ok, nsteps, reason = True, 0, "ok"
+        ys, blew_up, ok, nsteps = jnp.broadcast_to(y0, (ts.size, y0.size)), False, True, 0
     else:
         f64 = lambda x: jnp.asarray(x, jnp.float64)  # noqa: E731  (arrays are traced: no recompilation per value)
-        ys, result, nsteps = _flow_solve(problem, y0, f64(ts), f64(t1), f64(rtol), f64(atol), solver, max_steps)
-        ok = bool(result == diffrax.RESULTS.successful)
-        reason = "ok" if ok else str(result._value if hasattr(result, "_value") else result)
-        if not ok:
-            reason = diffrax.RESULTS[result] if hasattr(diffrax.RESULTS, "__getitem__") else reason
+        ys, blew_up, ok, nsteps = _flow_solve(problem, y0, f64(ts), f64(t1), f64(rtol), f64(atol), solver, max_steps)
     ys = np.asarray(ys)
     finite = np.all(np.isfinite(ys), axis=1)
-    n_good = int(np.argmin(finite)) if not finite.all() else ys.shape[0]
-    diverged_at = None if n_good == ys.shape[0] else float(ts[n_good])
+    n_good = int(np.argmin(finite)) if not finite.all() else ys.shape[0]  # saved times the solve reached
+    blew_up, ok = bool(blew_up), bool(ok)
+    diverged_at = float(ts[min(n_good, ts.size - 1)]) if blew_up else None  # first saved time not reached
+    reached = float(ts[n_good - 1]) if n_good else 0.0
+    status = "diverged" if blew_up else "ok" if ok else f"unfinished: max_steps={max_steps} reached after t={reached:.6g}"
     recs = _flow_observables(problem, jnp.asarray(ys[:n_good]), names) if n_good else {n: np.zeros((0,)) for n in names}
     final = problem.unflatten(jnp.asarray(ys[n_good - 1])) if n_good else params0
-    status = "ok" if ok else ("diverged" if diverged_at is not None else f"solver: {reason}")
     return Trajectory(
         problem=problem, observables={n: np.asarray(recs[n]) for n in names}, final=final,
         diverged_at=diverged_at, method="flow", times=ts[:n_good], status=status,

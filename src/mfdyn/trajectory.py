@@ -17,8 +17,10 @@ class Trajectory:
 
     ``traj["loss"]`` is a numpy array over the recorded steps (``traj.steps``, GD) or times
     (``traj.times``, flow). ``traj.final`` is the last finite parameter pytree; ``traj.diverged_at``
-    is ``None`` or the first step (GD) / time (flow) at which the state stopped being finite; records
-    from that point on are dropped.
+    is ``None`` or the first step (GD) at which the state stopped being finite, or the first saved time
+    (flow) the solve did not reach because the state blew up (loss not finite or norm above
+    ``mfdyn.dynamics.DIVERGENCE_NORM``); records from that point on are dropped. A flow that ran out of
+    solver steps is ``status = "unfinished: ..."``, not diverged.
     """
 
     problem: Any

@@ -324,7 +324,7 @@ def check_writable(option_name: str, path: Path | None) -> None:
         raise InputError(f"{option_name} {path}: folder {path.parent} does not exist")
 
 
-def _short(value: Any) -> str:
+def describe(value: Any) -> str:
     arr = np.asarray(value)
     if arr.ndim == 0:
         return f"{arr.item():.6g}" if np.issubdtype(arr.dtype, np.number) else str(arr.item())
@@ -336,14 +336,14 @@ def print_table(result: dict, n_records: int) -> None:
     table.add_column("quantity", style="bold")
     table.add_column("value")
     for key, value in result["problem"].items():
-        table.add_row(key, _short(value) if not isinstance(value, str) else value)
+        table.add_row(key, describe(value) if not isinstance(value, str) else value)
     for key, value in result["config"].items():
-        table.add_row(key, _short(value))
+        table.add_row(key, describe(value))
     table.add_row("status", result["status"])
     table.add_row("diverged_at", "-" if result["diverged_at"] is None else f"{result['diverged_at']:g}")
     table.add_row("records", str(n_records))
     for name, value in result["final"].items():
-        table.add_row(f"final {name}", _short(value))
+        table.add_row(f"final {name}", describe(value))
     table.add_row("wall time", f"{result['wall_time_s']:.2f} s")
     Console().print(table)
 

@@ -42,8 +42,10 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, (float, np.floating)):
         x = float(x)
         return x if math.isfinite(x) else str(x)
-    if isinstance(x, (list, tuple, np.ndarray)):
-        return [_jsonable(y) for y in np.asarray(x, dtype=object).ravel().tolist()] if isinstance(x, np.ndarray) else [_jsonable(y) for y in x]
+    if isinstance(x, np.ndarray):
+        x = x.ravel().tolist()
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(y) for y in x]
     return x if x is None or isinstance(x, str) else str(x)
 
 

@@ -131,8 +131,7 @@ class Problem(eqx.Module):
             p_leaves, p_def = jax.tree_util.tree_flatten(params)
         except Exception:  # noqa: BLE001
             raise InputError(f"{name} is not a valid parameter pytree") from None
-        if len(p_leaves) != len(t_leaves) or (p_def != t_def and len(t_leaves) > 1 and
-                                                p_def.num_leaves != t_def.num_leaves):
+        if len(p_leaves) != len(t_leaves):  # a list for a tuple is fine: leaves are re-packed as the template
             raise InputError(
                 f"{name} must be a pytree with {len(t_leaves)} arrays of shapes "
                 f"{[tuple(t.shape) for t in t_leaves]}, got {len(p_leaves)} arrays"
