@@ -53,8 +53,7 @@ def test_matches_one_trajectory_gd(scalar_ds):
                 np.testing.assert_allclose(float(pt.final_loss), traj["loss"][-1], rtol=1e-9, atol=1e-300)
                 if outcome == "converged":
                     assert traj["grad_norm"][-1] <= 1e-12
-                    if conv > 0:  # the previous test (conv - check_every) had not passed
-                        assert traj["grad_norm"][-1 - ds.attrs["check_every"]] > 1e-12 or conv == STEPS
+                    assert np.all(traj["grad_norm"][:-1] > 1e-12)  # conv is the exact first step
                 else:
                     assert traj["grad_norm"][-1] > 1e-12
                     np.testing.assert_allclose(pt.orbit.values, traj["params"][-4:], rtol=1e-12)
@@ -93,6 +92,35 @@ def test_chunk_and_worker_invariance(scalar_ds):
     for chunk, workers in ((1, 1), (5, 2), (64, 2)):
         other = mfdyn.sweep(SCALAR, scalar_axes(), STEPS, keep_orbit=4, chunk=chunk, workers=workers, progress=False)
         xr_identical(scalar_ds, other)
+
+
+def test_narrow_tiles_and_compaction_are_invisible(monkeypatch):
+    """The kernel's scheduling (tile width, narrow tiles for the last live members, compaction
+    rounds) changes no bit: one wide tile per chunk against tiles of 8 with narrow tiles of 2."""
+    from mfdyn.sweep import kernel
+
+    axes = {"eta": np.linspace(0.2, 1.3, 12), "a": [0.5, 1.7, 2.4], "b": [0.3, 1.1]}
+    wide = mfdyn.sweep(SCALAR, axes, 211, keep_orbit=3, chunk=72, progress=False)
+    monkeypatch.setattr(kernel, "NARROW_MIN", 2)
+    monkeypatch.setattr(kernel, "NARROW_FACTOR", 4)
+    from mfdyn.sweep import api
+    monkeypatch.setattr(api, "tile_size", lambda n_coords: 8)
+    before = run_chunk._cache_size()
+    narrow = mfdyn.sweep(SCALAR, axes, 211, keep_orbit=3, chunk=72, progress=False)
+    assert run_chunk._cache_size() == before + 1  # really compiled with tiles of 8 and 2
+    assert kernel._tile_widths(8, 72) == (8, 2)
+    for name in wide.data_vars:
+        np.testing.assert_array_equal(wide[name].values, narrow[name].values, err_msg=name)
+
+
+def test_event_steps_do_not_depend_on_check_every(scalar_ds):
+    """Convergence and divergence steps are located exactly, whatever the check interval."""
+    for every in (5, 32):
+        other = mfdyn.sweep(SCALAR, scalar_axes(), STEPS, keep_orbit=4, chunk=CHUNK, check_every=every,
+                            progress=False)
+        for name in ("outcome", "period", "steps_to_converge", "diverged_at"):
+            np.testing.assert_array_equal(other[name].values, scalar_ds[name].values, err_msg=name)
+        np.testing.assert_allclose(other.final_params.values, scalar_ds.final_params.values, rtol=1e-12)
 
 
 def xr_identical(a, b):

@@ -28,7 +28,9 @@ from .progress import SweepProgress
 
 STEP_AXES = ("eta", "momentum")
 NONNEGATIVE_CONSTANTS = ("quartic", "weight_decay", "balance")
-CACHE_BYTES = 1 << 20  # a chunk's hot working set is kept under this
+CACHE_BYTES = 4 << 20  # a tile's hot working set is kept under this (L2 + a share of L3)
+TILES_PER_CHUNK = 8
+CHUNKS_PER_WORKER = 4
 
 
 # ---- problem description (for the configuration and the store fingerprint) ----------------
@@ -194,7 +196,7 @@ def plan_sweep(problem, axes, steps, *, tol, max_period, keep_orbit, chunk, init
     spec = KernelSpec(steps=steps, check_every=check_every, tail=tail, max_period=min(max_period, tail),
                       keep_orbit=keep_orbit, init=init, init_kind=init_kind if init == "random" else "",
                       const_names=const_names, sharpness=bool(sharpness),
-                      heavy_ball="momentum" in grid.axis_names)
+                      heavy_ball="momentum" in grid.axis_names, tile=tile_size(n_coords))
     if chunk is None:
         chunk = default_chunk(grid.size, n_coords, local_workers(workers))
     config = {
@@ -225,13 +227,19 @@ def _check_axis_signs(grid: Grid, const_names: tuple[str, ...]) -> None:
                 raise InputError(f"axis {name!r} must be >= 0, got {vals[vals < 0][0]!r}")
 
 
-def default_chunk(n_points: int, n_coords: int, workers: int) -> int:
-    """Points per chunk: the hot state (about 12 float64 per coordinate) within ``CACHE_BYTES``, a
-    power of two, at most 4096, and small enough that every worker gets a chunk."""
+def tile_size(n_coords: int) -> int:
+    """Trajectories advanced together in the kernel: the hot state (about 12 float64 per coordinate)
+    within ``CACHE_BYTES``, a power of two between ``LANE`` and 4096."""
     per_point = 8 * 12 * max(n_coords, 1)
-    cache_chunk = 2 ** int(math.log2(max(LANE, CACHE_BYTES // per_point)))
-    share = padded_size(-(-n_points // workers))
-    return max(1, min(cache_chunk, 4096, share))
+    return 2 ** int(math.log2(max(LANE, min(4096, CACHE_BYTES // per_point))))
+
+
+def default_chunk(n_points: int, n_coords: int, workers: int) -> int:
+    """Points per chunk (the unit of storage, resumption and distribution): ``TILES_PER_CHUNK``
+    tiles, so that the kernel's compaction of settled trajectories has room to work, but small
+    enough that every worker gets about ``CHUNKS_PER_WORKER`` chunks."""
+    share = padded_size(-(-n_points // (workers * CHUNKS_PER_WORKER)))
+    return max(1, min(TILES_PER_CHUNK * tile_size(n_coords), share))
 
 
 def _version() -> str:
@@ -272,16 +280,19 @@ def sweep(
 
     Returns a Dataset with dims = the grid dimensions in the order given and variables ``outcome``
     (``converged``/``periodic``/``bounded``/``diverged``/``unfinished``, see
-    :mod:`mfdyn.sweep.classify`), ``period``, ``steps_to_converge`` (-1 if not converged),
-    ``diverged_at`` (-1 if finite), ``final_loss``, ``final_sharpness`` (largest Hessian eigenvalue;
+    :mod:`mfdyn.sweep.classify`), ``period``, ``steps_to_converge``
+    (the first step with ``||grad f|| <= tol``, located exactly; -1 if not converged),
+    ``diverged_at`` (first non-finite step; -1 if finite), ``final_loss``, ``final_sharpness`` (largest Hessian eigenvalue;
     NaN with ``sharpness=False``), ``final_imbalance`` (norm of ``problem.imbalance``),
     ``final_params`` (flat real coordinates, over ``coord``), and with ``keep_orbit=K`` the last K
     states ``orbit`` (over ``orbit_step``, ``coord``; oldest first, the last is the final state) and their losses ``orbit_loss``. "final" is the
     state where the trajectory stopped: at convergence, at the last finite state, or after ``steps``.
-    Convergence and periodicity tests: see :mod:`mfdyn.sweep.kernel` (``check_every`` sets how often
-    convergence is tested). Attributes: the configuration (``mfdyn_config``, JSON) and version.
+    Convergence and periodicity tests: see :mod:`mfdyn.sweep.kernel` (``check_every``: steps fused
+    between two tests, a speed knob; events inside a block are located exactly). Attributes: the
+    configuration (``mfdyn_config``, JSON) and version.
 
-    ``chunk``: trajectories per compiled batch (default from the cache size); ``workers``: local
+    ``chunk``: trajectories per chunk, the unit of storage, resumption and distribution (default:
+    8 cache-sized tiles, at most a quarter of a worker's share); ``workers``: local
     threads (default: all cores); ``store="out.zarr"``: write chunk by chunk, resume on a second call
     with the same arguments, refuse a store of another configuration; ``scheduler``: a Dask
     ``Client`` or ``"tcp://host:port"`` to run chunks on a cluster. The result is bitwise identical

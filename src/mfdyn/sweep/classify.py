@@ -34,7 +34,7 @@ def decode(codes: np.ndarray) -> np.ndarray:
     codes = np.asarray(codes)
     if codes.size and (codes.min() < 0 or codes.max() >= len(OUTCOMES)):
         raise ValueError(f"invalid outcome codes in {np.unique(codes).tolist()}")
-    return np.asarray(OUTCOMES, dtype=object)[codes.astype(np.int64)].astype(str)
+    return np.asarray(OUTCOMES)[codes.astype(np.intp)]
 
 
 def encode(labels: np.ndarray) -> np.ndarray:

@@ -1,31 +1,39 @@
 """The batched sweep kernel: one jit-compiled function per problem structure and chunk shape.
 
-Every per-trajectory piece (a fused block of steps, the convergence test, a guarded step, the final
-observables) is written for ONE trajectory and ``vmap``-ped over the chunk; the loops themselves run
-at chunk level with a scalar predicate ("some member is still unsettled"), and a settled member is
-frozen by selecting its old state. (A ``vmap`` of a ``while_loop`` does the same logically, but its
-batching rule costs 3-5x in throughput on CPU.) A trajectory's arithmetic never depends on which
-other trajectories share its chunk, so results are bitwise identical for any chunk size and any
-distribution of chunks over workers; the chunk stops as soon as all its members settled.
+Every per-trajectory piece (a fused block of steps, the convergence test, a recorded replay, the
+final observables) is written for ONE trajectory and ``vmap``-ped over a *tile* of trajectories; the
+loops run at tile level with a scalar predicate ("some member is still unsettled").
+
+Compaction. A chunk of ``C`` trajectories runs in *rounds* of ``blocks_per_round`` check blocks. At
+the start of a round the indices of the unsettled members are gathered (``jnp.nonzero``) and only
+they are advanced: in full tiles of ``tile`` members (sized for the cache), then in narrow tiles
+(``tile / NARROW_FACTOR``) for the last few. A settled trajectory costs nothing afterwards, so the
+work of a chunk is about the sum of its trajectories' own lengths, not its slowest member's length
+times ``C``. Within a tile a settled member is frozen by selecting its old state. A trajectory's
+arithmetic never depends on which other trajectories share its tile or chunk, so results are
+bitwise identical for any chunk size, tile width and distribution of chunks over workers.
 
 Schedule of one trajectory (``T = steps``, ``c = check_every``, ``W = tail`` =
 ``min(max(max_period, keep_orbit), T)``):
 
-1. main phase, ``T - W`` steps: blocks of ``c`` fused GD steps, the convergence test after each
-   block; the trajectory is frozen once it converged or diverged. A block runs *unguarded* (plain
-   ``gd_update`` steps, unrolled for small problems so XLA fuses them into one loop over the chunk)
-   and checks finiteness once at its end; non-finite values are absorbing under GD, so a finite end
-   state means every state in the block was finite. A block that ended non-finite is replayed from
-   its start with ``guarded_update``, which finds the exact ``diverged_at`` (the replay runs only
-   when some member of the chunk needs it, and only that member's state is taken from it);
-2. the remaining ``(T - W) mod c`` steps, then the tail: ``W`` guarded steps whose states
-   ``z_{T-W}, ..., z_T`` are kept in a buffer (a member that settled keeps repeating its state);
-3. a last convergence test at ``T``; period detection on the buffer.
+1. main phase, ``T - W`` steps: blocks of ``c`` plain ``gd_update`` steps (unrolled in groups for
+   small problems, so XLA fuses them into one loop over the tile), with one test at the block's
+   end: is the state (and its gradient) finite, does it pass the convergence test? Non-finite
+   values are absorbing under GD, so a finite end state means the whole block was finite. A block
+   that ended non-finite or converged is an *event block*: the trajectory keeps the block's start
+   state and leaves the main phase;
+2. every event block is replayed from its start with recorded steps, and the first event located
+   exactly: the first step whose state or gradient is not finite (``diverged_at``, stopping at the
+   same last state as :func:`mfdyn.dynamics.guarded_update`), or the first step passing the
+   convergence test (``steps_to_converge``, stopping there);
+3. the members still live run the remaining ``(T - W) mod c`` steps and the tail, ``W`` steps, as
+   one recorded replay: the same event location, and the states ``z_{T-W}, ..., z_T`` for period
+   detection and ``keep_orbit``.
 
 Convergence test at step ``t`` (MATH.md §0 notation): ``||grad f(z_t)|| <= tol`` and, when
-``momentum > 0``, also ``||v_t|| <= tol``; ``steps_to_converge`` is the first tested step where it
-holds, so it is exact to within ``check_every`` steps. Divergence: ``mfdyn.dynamics.guarded_update``
-stops at the last finite state and reports the first non-finite step ``diverged_at``.
+``momentum > 0``, also ``||v_t|| <= tol``. ``steps_to_converge`` is the first step at which it holds
+inside the first check block whose end passes it (exact for any trajectory whose gradient does not
+dip below ``tol`` and back up within one block; ``check_every`` does not change it otherwise).
 Period: the smallest ``k <= max_period`` with ``||z_T - z_{T-k}|| <= 1e-9 ||z_T||`` (flat real
 coordinates), 0 if none.
 """
@@ -41,16 +49,22 @@ import jax
 import jax.numpy as jnp
 
 from .. import observables as obs
-from ..dynamics import gd_update, guarded_update
+from ..dynamics import gd_update
 from ..pytree import tree_all_finite, tree_norm
 
 PERIOD_RTOL = 1e-9
-UNROLL_MAX_COORDINATES = 16  # fully unroll the fused block for problems this small (elementwise work)
+UNROLL_MAX_COORDINATES = 16  # unroll the fused block for problems this small (elementwise work)
+UNROLL = 16  # steps per unrolled group
+NARROW_FACTOR = 8  # narrow tiles are this many times narrower than full ones ...
+NARROW_MIN = 64  # ... and at least this wide (else only full tiles are used)
 
 
 @dataclasses.dataclass(frozen=True)
 class KernelSpec:
-    """Everything static about a sweep: it keys the compilation cache together with the shapes."""
+    """Everything static about a sweep: it keys the compilation cache together with the shapes.
+
+    ``tile`` and ``blocks_per_round`` only schedule the work; no result depends on them.
+    """
 
     steps: int
     check_every: int
@@ -62,6 +76,8 @@ class KernelSpec:
     const_names: tuple[str, ...]
     sharpness: bool
     heavy_ball: bool = True  # False when no momentum is swept: plain GD steps (see gd_update)
+    tile: int = 4096  # trajectories advanced together (sized for the cache)
+    blocks_per_round: int = 4  # check blocks between two compactions of the unsettled members
 
     @property
     def main_blocks(self) -> int:
@@ -102,153 +118,270 @@ def _where(mask: jax.Array, new: Any, old: Any) -> Any:
         lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b), new, old)
 
 
+def _take(tree: Any, ids: jax.Array) -> Any:
+    """Rows ``ids`` of every leaf (an index past the end reads the last row; see ``_put``)."""
+    return jax.tree_util.tree_map(lambda x: jnp.take(x, ids, axis=0, mode="clip"), tree)
+
+
+def _put(tree: Any, ids: jax.Array, rows: Any) -> Any:
+    """Write ``rows`` back at ``ids``; an index past the end (tile padding) is dropped."""
+    return jax.tree_util.tree_map(lambda x, r: x.at[ids].set(r, mode="drop"), tree, rows)
+
+
 def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
     """The pieces of one trajectory; each takes ``(problem, vals, ...)`` and is vmapped by the caller."""
 
+    def repeat(problem, n: int, step: Callable, state: Any) -> Any:
+        """``n`` applications of ``step``: a loop over groups of unrolled steps for small problems.
+
+        The number of groups is traced (XLA cannot fold ``tol >= 0``; the caller validated
+        ``tol > 0``), so XLA keeps the loop and materializes its result once instead of fusing (and
+        recomputing) a whole unrolled chain of steps into every consumer.
+        """
+        unroll = min(n, UNROLL) if problem.num_coordinates <= UNROLL_MAX_COORDINATES else 1
+        if n == 0:
+            return state
+        groups = jnp.where(tol >= 0, n // unroll, 0)
+
+        def group(_, st):
+            for _ in range(unroll):
+                st = step(st)
+            return st
+
+        state = jax.lax.fori_loop(0, groups, group, state)
+        for _ in range(n % unroll):
+            state = step(state)
+        return state
+
     def init(problem, vals, params0):
         p0 = _initial_params(problem, vals, params0, spec)
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, p0)
-        return (p0, zeros, jnp.asarray(0, jnp.int64), jnp.asarray(-1, jnp.int64))
+        v0 = jax.tree_util.tree_map(jnp.zeros_like, p0) if spec.heavy_ball else None
+        return p0, v0
 
-    def guarded(problem, vals, c):
-        return guarded_update(problem, c, vals["eta"], vals["momentum"], spec.heavy_ball)
+    def fused_block(problem, vals, z, v):
+        """``c`` unguarded steps; returns the new state, whether it (and its gradient) is finite, and
+        whether it passes the convergence test (one gradient serves both tests)."""
+        def plain(zv):
+            return gd_update(problem, zv[0], zv[1], vals["eta"], vals["momentum"], heavy_ball=spec.heavy_ball)
 
-    def guarded_steps(n: int):
-        def run(problem, vals, c):
-            return jax.lax.fori_loop(0, n, lambda _, ci: guarded(problem, vals, ci), c)
-        return run
+        z, v = repeat(problem, spec.check_every, plain, (z, v))
+        g = problem.grad(z)
+        finite = tree_all_finite(z) & tree_all_finite(v) & tree_all_finite(g)
+        done = (tree_norm(g) <= tol) & ((vals["momentum"] == 0) | (tree_norm(v) <= tol))
+        return z, v, finite, finite & done
 
-    def fused_block(problem, vals, c):
-        """``c`` unguarded steps; returns the new carry, whether its end state (and gradient) is finite,
-        and whether it passes the convergence test (one gradient serves both tests)."""
-        params, velocity, t, diverged_at = c
-        unroll = min(spec.check_every, 16) if problem.num_coordinates <= UNROLL_MAX_COORDINATES else 1
+    def converged(problem, vals, z, v):
+        small_grad = tree_norm(problem.grad(z)) <= tol
+        return small_grad & ((vals["momentum"] == 0) | (tree_norm(v) <= tol))
 
-        def plain(_, pv):
-            return gd_update(problem, pv[0], pv[1], vals["eta"], vals["momentum"], heavy_ball=spec.heavy_ball)
+    def record(problem, vals, z, v, n: int):
+        """``n`` plain steps from ``(z, v)``; returns the flat states ``z_0 .. z_n`` as rows
+        ``(n+1, coords)`` and, with heavy ball, the velocities likewise (else ``None``)."""
+        def flat(zv):
+            return problem.flatten(zv[0]), (problem.flatten(zv[1]) if spec.heavy_ball else None)
 
-        p, vel = jax.lax.fori_loop(0, spec.check_every, plain, (params, velocity), unroll=unroll)
-        # materialize the block's end state: otherwise XLA may fuse (and recompute) the unrolled chain
-        # of steps into each of its consumers below
-        p, vel = jax.lax.optimization_barrier((p, vel))
-        g = problem.grad(p)
-        finite = tree_all_finite(p) & tree_all_finite(vel) & tree_all_finite(g)
-        done = (tree_norm(g) <= tol) & ((vals["momentum"] == 0) | (tree_norm(vel) <= tol))
-        return (p, vel, t + spec.check_every, diverged_at), finite, finite & done
+        def step(zv, _):
+            zv = gd_update(problem, zv[0], zv[1], vals["eta"], vals["momentum"], heavy_ball=spec.heavy_ball)
+            return zv, flat(zv)
 
-    def converged(problem, vals, c):
-        params, velocity, _, diverged_at = c
-        small_grad = tree_norm(problem.grad(params)) <= tol
-        still = (vals["momentum"] == 0) | (tree_norm(velocity) <= tol)
-        return (diverged_at < 0) & small_grad & still
+        _, rows = jax.lax.scan(step, (z, v), None, length=n)  # unrolling would recompute chains per row
+        first = flat((z, v))
+        return jax.tree_util.tree_map(lambda f, r: jnp.concatenate([f[None], r]), first, rows)
 
-    def finals(problem, vals, c, buffer, unsettled):
-        params, _, _, diverged_at = c
-        period = jnp.asarray(0, jnp.int32)
-        if spec.max_period:
-            k = jnp.arange(1, spec.max_period + 1)
-            gaps = jnp.linalg.norm(buffer[spec.tail] - buffer[spec.tail - k], axis=1)  # (max_period,)
-            match = gaps <= PERIOD_RTOL * jnp.linalg.norm(buffer[spec.tail])
-            period = jnp.where(jnp.any(match) & unsettled, k[jnp.argmax(match)], 0).astype(jnp.int32)
-        out = dict(
-            period=period,
-            final_loss=problem.loss(params),
-            final_imbalance=obs.imbalance_norm(problem, params),
-            final_sharpness=obs.sharpness(problem, params) if spec.sharpness else jnp.asarray(jnp.nan),
-            final_params=problem.flatten(params),
+    def settle(problem, vals, zs, vs):
+        """The first event in recorded rows (row 0 is finite and failed the convergence test).
+
+        Row ``r`` is *bad* when its state or its gradient is not finite, and *converged* when it is
+        good and passes the test. Returns ``(final, div, conv)``: ``div``/``conv`` the row of the
+        first event (``-1`` if none) and ``final`` the row the trajectory stops at: the converged
+        row; for a bad row ``b``, ``b - 1`` if the state itself is not finite, else ``b`` (the last
+        state and the step of :func:`mfdyn.dynamics.guarded_update`); the last row if no event.
+        """
+        def per_row(z_flat, v_flat):
+            g = problem.grad(problem.unflatten(z_flat))
+            state_ok = jnp.all(jnp.isfinite(z_flat))
+            small_v = True
+            if spec.heavy_ball:
+                state_ok = state_ok & jnp.all(jnp.isfinite(v_flat))
+                small_v = (vals["momentum"] == 0) | (jnp.linalg.norm(v_flat) <= tol)
+            good = state_ok & tree_all_finite(g)
+            return state_ok, good, good & (tree_norm(g) <= tol) & small_v
+
+        state_ok, good, test = jax.vmap(per_row)(zs, zs if vs is None else vs)
+        n = zs.shape[0]
+        rows = jnp.arange(n)
+        bad_row = jnp.min(jnp.where(good, n, rows))
+        conv_row = jnp.min(jnp.where(test, rows, n))
+        converged = conv_row < bad_row
+        diverged = ~converged & (bad_row < n)
+        back = jnp.where(state_ok[jnp.minimum(bad_row, n - 1)], 0, 1)
+        final = jnp.where(converged, conv_row, jnp.where(diverged, bad_row - back, n - 1))
+        return final, jnp.where(diverged, bad_row, -1), jnp.where(converged, conv_row, -1)
+
+    def replay(problem, vals, z, v, t0, n: int):
+        """``n`` recorded steps from step ``t0`` and their first event: returns the state the
+        trajectory stops at, ``diverged_at``, ``steps_to_converge`` (``-1`` if none) and the rows,
+        frozen at the stopping row (later rows repeat it)."""
+        zs, vs = record(problem, vals, z, v, n)
+        final, div, conv = settle(problem, vals, zs, vs)
+        z_end = problem.unflatten(zs[final])
+        v_end = problem.unflatten(vs[final]) if spec.heavy_ball else None
+        frozen = jnp.where((jnp.arange(n + 1) > final)[:, None], zs[final], zs)
+        return z_end, v_end, jnp.where(div >= 0, t0 + div, -1), jnp.where(conv >= 0, t0 + conv, -1), frozen
+
+    def period(buffer):
+        if not spec.max_period:
+            return jnp.asarray(0, jnp.int32)
+        k = jnp.arange(1, spec.max_period + 1)
+        gaps = jnp.linalg.norm(buffer[spec.tail] - buffer[spec.tail - k], axis=1)  # (max_period,)
+        match = gaps <= PERIOD_RTOL * jnp.linalg.norm(buffer[spec.tail])
+        return jnp.where(jnp.any(match), k[jnp.argmax(match)], 0).astype(jnp.int32)
+
+    def finals(problem, vals, z):
+        return dict(
+            final_loss=problem.loss(z),
+            final_imbalance=obs.imbalance_norm(problem, z),
+            final_sharpness=obs.sharpness(problem, z) if spec.sharpness else jnp.asarray(jnp.nan),
+            final_params=problem.flatten(z),
         )
-        if spec.keep_orbit:
-            orbit = buffer[spec.tail + 1 - spec.keep_orbit:]
-            orbit = jnp.where(diverged_at >= 0, jnp.nan, orbit)
-            out["orbit"] = orbit
-            out["orbit_loss"] = jax.vmap(problem.flat_loss)(orbit)
-        return out
 
-    return dict(init=init, guarded_steps=guarded_steps, fused_block=fused_block, converged=converged,
-                finals=finals, flatten=lambda problem, vals, c: problem.flatten(c[0]))
+    return dict(init=init, fused_block=fused_block, converged=converged, period=period,
+                locate=lambda problem, vals, z, v, t0: replay(problem, vals, z, v, t0, spec.check_every)[:4],
+                finish=lambda problem, vals, z, v, t0: replay(problem, vals, z, v, t0, spec.main_remainder + spec.tail),
+                finals=finals, orbit_loss=lambda problem, vals, orbit: jax.vmap(problem.flat_loss)(orbit))
+
+
+def _tile_widths(tile: int, size: int) -> tuple[int, ...]:
+    """The tile widths of a chunk: full tiles, and narrow ones for the last few live members."""
+    wide = min(tile, size)
+    narrow = wide // NARROW_FACTOR
+    return (wide, narrow) if narrow >= NARROW_MIN else (wide,)
 
 
 @partial(jax.jit, static_argnames=("spec", "factory"))
 def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec: KernelSpec,
               factory: Callable | None = None) -> dict:
-    """Run a chunk: ``values[name]`` holds one entry per trajectory (all of the same length ``B``).
+    """Run a chunk: ``values[name]`` holds one entry per trajectory (all of the same length ``C``).
 
     ``values`` must hold ``eta`` and ``momentum``, the initialization axes of ``spec.init`` and the
-    swept constants ``spec.const_names``. Returns a dict of arrays with leading dimension ``B``.
+    swept constants ``spec.const_names``. Returns a dict of arrays with leading dimension ``C``.
     """
-    if spec.const_names or factory is not None:
-        def make(vals):
-            return with_constants(problem, factory, {n: vals[n] for n in spec.const_names})
-        problems, p_axis = jax.vmap(make)(values), 0
-    else:
-        problems, p_axis = problem, None
+    size = values["eta"].shape[0]
+    widths = _tile_widths(spec.tile, size)
+    c = spec.check_every
     pieces = _per_trajectory(spec, tol)
+    per_member = bool(spec.const_names) or factory is not None
 
-    def batched(name_or_fn, *extra_axes):
-        fn = pieces[name_or_fn] if isinstance(name_or_fn, str) else name_or_fn
-        return partial(jax.vmap(fn, in_axes=(p_axis, 0, *extra_axes)), problems, values)
+    def batched(name: str, vals: dict, *args, arg_axes: tuple | None = None):
+        """``pieces[name]`` vmapped over the trajectories ``vals`` (their problems built here)."""
+        if per_member:
+            problems = jax.vmap(lambda v: with_constants(problem, factory, {n: v[n] for n in spec.const_names}))(vals)
+        else:
+            problems = problem
+        axes = (0 if per_member else None, 0) + (arg_axes if arg_axes is not None else (0,) * len(args))
+        return jax.vmap(pieces[name], in_axes=axes)(problems, vals, *args)
 
-    converged = batched("converged", 0)
-    carry = batched("init", None)(params0)
-    conv_step = jnp.where(converged(carry), 0, -1).astype(jnp.int64)
+    def over_live(live: jax.Array, work: Callable, acc: Any) -> Any:
+        """``acc = work(rows, acc)`` for tiles of row indices covering the live members: as many
+        full tiles as they fill, then narrow tiles for the rest. Padding rows index past the end."""
+        ids = jnp.nonzero(live, size=size, fill_value=size)[0]
+        ids = jnp.concatenate([ids, jnp.full((widths[0],), size, ids.dtype)])
+        n_live = jnp.sum(live)
+        done = jnp.asarray(0, n_live.dtype)
+        for i, width in enumerate(widths):
+            last = i == len(widths) - 1
+            count = (n_live - done + width - 1) // width if last else (n_live - done) // width
 
-    def unsettled(c, conv):
-        return (c[3] < 0) & (conv < 0)
+            def body(j, acc, width=width, offset=done):
+                return work(jax.lax.dynamic_slice(ids, (offset + j * width,), (width,)), acc)
 
-    # 1. main phase: blocks of fused steps, convergence test after each
-    fused_block = batched("fused_block", 0)
-    replay = batched(pieces["guarded_steps"](spec.check_every), 0)
+            acc = jax.lax.fori_loop(0, count, body, acc)
+            done = done + count * width
+        return acc
 
-    def main_cond(state):
-        k, c, conv = state
-        return (k < spec.main_blocks) & jnp.any(unsettled(c, conv))
+    z0, v0 = batched("init", values, params0, arg_axes=(None,))
+    minus_one = jnp.full((size,), -1, jnp.int64)
+    state = dict(z=z0, v=v0, conv=jnp.where(batched("converged", values, z0, v0), 0, -1).astype(jnp.int64),
+                 div=minus_one, event=minus_one)
 
-    def main_body(state):
-        k, c, conv = state
-        live = unsettled(c, conv)
-        fast, finite, done = fused_block(c)
-        new = _where(live & finite, fast, c)
-        # a block that ended non-finite diverged inside it: replay it with guarded steps for the exact
-        # step (a diverged trajectory never passes the convergence test, so `done` needs no update)
-        need = live & ~finite
-        new = jax.lax.cond(jnp.any(need), lambda: _where(need, replay(c), new), lambda: new)
-        conv = jnp.where(live & done, fast[2], conv)
-        return k + 1, new, conv
+    def unsettled(st):
+        return (st["conv"] < 0) & (st["div"] < 0) & (st["event"] < 0)
 
-    _, carry, conv_step = jax.lax.while_loop(main_cond, main_body, (jnp.asarray(0, jnp.int64), carry, conv_step))
+    # 1. main phase: rounds of check blocks over the compacted live members. A member whose block
+    #    ended non-finite or passing the convergence test keeps the block's start state and records
+    #    `event = 2 * (start step) + (1 if non-finite)`; the event is located exactly in step 2.
+    def run_blocks(vals, st, first_block, n_blocks):
+        def cond(bs):
+            i, s = bs
+            return (i < n_blocks) & jnp.any(unsettled(s))
 
-    # 2. leftover steps and the recorded tail
-    if spec.main_remainder:
-        live = unsettled(carry, conv_step)
-        rest = batched(pieces["guarded_steps"](spec.main_remainder), 0)
-        carry = jax.lax.cond(jnp.any(live), lambda: _where(live, rest(carry), carry), lambda: carry)
-    flatten = batched("flatten", 0)
-    z = flatten(carry)  # (B, n)
-    buffer = jnp.broadcast_to(z[:, None, :], (z.shape[0], spec.tail + 1, z.shape[1]))  # rows z_{T-W} .. z_T
-    one_step = batched(pieces["guarded_steps"](1), 0)
+        def body(bs):
+            i, s = bs
+            live = unsettled(s)
+            z, v, finite, done = batched("fused_block", vals, s["z"], s["v"])
+            event = live & (done | ~finite)
+            go = live & ~event
+            kind = jnp.where(finite, 0, 1)
+            return i + 1, dict(s, z=_where(go, z, s["z"]), v=_where(go, v, s["v"]),
+                               event=jnp.where(event, 2 * (first_block + i) * c + kind, s["event"]))
 
-    def tail_cond(state):
-        i, c, _ = state
-        return (i < spec.tail) & jnp.any(unsettled(c, conv_step))
+        return jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int64), st))[1]
 
-    def tail_body(state):
-        i, c, buf = state
-        c = _where(unsettled(c, conv_step), one_step(c), c)
-        return i + 1, c, buf.at[:, i + 1].set(flatten(c))
+    def round_cond(rs):
+        k, st = rs
+        return (k < spec.main_blocks) & jnp.any(unsettled(st))
 
-    def fill_rest(state):
-        """Rows after an early stop repeat each member's (frozen) state."""
-        i, c, buf = state
-        rows = jnp.arange(spec.tail + 1)[None, :, None]
-        return jnp.where(rows > i, flatten(c)[:, None, :], buf)
+    def round_body(rs):
+        k, st = rs
+        n_blocks = jnp.minimum(spec.blocks_per_round, spec.main_blocks - k)
 
-    state = jax.lax.while_loop(tail_cond, tail_body, (jnp.asarray(0, jnp.int64), carry, buffer))
-    _, carry, _ = state
-    buffer = fill_rest(state)
+        def advance(rows, st):
+            return _put(st, rows, run_blocks(_take(values, rows), _take(st, rows), k, n_blocks))
 
-    # 3. last convergence test and period detection
-    conv_step = jnp.where((conv_step < 0) & converged(carry), carry[2], conv_step)
-    live = unsettled(carry, conv_step)
-    out = jax.vmap(pieces["finals"], in_axes=(p_axis, 0, 0, 0, 0))(problems, values, carry, buffer, live)
-    out.update(diverged_at=carry[3], steps_to_converge=conv_step)
+        return k + n_blocks, over_live(unsettled(st), advance, st)
+
+    _, state = jax.lax.while_loop(round_cond, round_body, (jnp.asarray(0, jnp.int64), state))
+
+    # 2. exact events: replay each event block with recorded plain steps and take its first event
+    #    (first non-finite step or first step passing the convergence test). The replay repeats the
+    #    block's arithmetic, so it finds the event; should rounding differ at the very end of the
+    #    block, the block end is used.
+    def locate(rows, st):
+        vals, sub = _take(values, rows), _take(st, rows)
+        start, nonfinite = sub["event"] // 2, sub["event"] % 2 == 1
+        z, v, div, conv = batched("locate", vals, sub["z"], sub["v"], start)
+        missing = (div < 0) & (conv < 0)
+        div = jnp.where(missing & nonfinite, start + c, div)
+        conv = jnp.where(missing & ~nonfinite, start + c, conv)
+        return _put(st, rows, dict(z=z, v=v, div=div, conv=conv, event=sub["event"]))
+
+    state = over_live(state["event"] >= 0, locate, state)
+
+    # 3. leftover steps and the recorded tail, for the members still live
+    period = jnp.zeros((size,), jnp.int32)
+    orbit = jnp.zeros((size, spec.keep_orbit, problem.num_coordinates)) if spec.keep_orbit else None
+    ran_tail = unsettled(state)
+    if spec.main_remainder or spec.tail:
+        def finish(rows, acc):
+            st, period, orbit = acc
+            vals, sub = _take(values, rows), _take(st, rows)
+            t0 = jnp.full(rows.shape, spec.main_blocks * c, jnp.int64)
+            z, v, div, conv, frozen = batched("finish", vals, sub["z"], sub["v"], t0)
+            buffer = frozen[:, frozen.shape[1] - spec.tail - 1:]  # z_{T-W} .. z_T
+            period = period.at[rows].set(jax.vmap(pieces["period"])(buffer), mode="drop")
+            if spec.keep_orbit:
+                orbit = orbit.at[rows].set(buffer[:, spec.tail + 1 - spec.keep_orbit:], mode="drop")
+            return _put(st, rows, dict(sub, z=z, v=v, div=div, conv=conv)), period, orbit
+
+        state, period, orbit = over_live(ran_tail, finish, (state, period, orbit))
+
+    # 4. period detection and the final observables
+    live = (state["conv"] < 0) & (state["div"] < 0)
+    out = batched("finals", values, state["z"])
+    out.update(period=jnp.where(live, period, 0), diverged_at=state["div"], steps_to_converge=state["conv"])
+    if spec.keep_orbit:
+        frozen = jnp.broadcast_to(out["final_params"][:, None, :], orbit.shape)
+        orbit = jnp.where(ran_tail[:, None, None], orbit, frozen)
+        out["orbit"] = jnp.where((state["div"] >= 0)[:, None, None], jnp.nan, orbit)
+        out["orbit_loss"] = batched("orbit_loss", values, out["orbit"])
     return out
