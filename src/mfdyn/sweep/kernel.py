@@ -4,14 +4,15 @@ Every per-trajectory piece (a fused block of steps, the convergence test, a reco
 final observables) is written for ONE trajectory and ``vmap``-ped over a *tile* of trajectories; the
 loops run at tile level with a scalar predicate ("some member is still unsettled").
 
-Compaction. A chunk of ``C`` trajectories runs in *rounds* of ``blocks_per_round`` check blocks. At
-the start of a round the indices of the unsettled members are gathered (``jnp.nonzero``) and only
-they are advanced: in full tiles of ``tile`` members (sized for the cache), then in narrow tiles
-(``tile / NARROW_FACTOR``) for the last few. A settled trajectory costs nothing afterwards, so the
-work of a chunk is about the sum of its trajectories' own lengths, not its slowest member's length
-times ``C``. Within a tile a settled member is frozen by selecting its old state. A trajectory's
-arithmetic never depends on which other trajectories share its tile or chunk, so results are
-bitwise identical for any chunk size, tile width and distribution of chunks over workers.
+Compaction. A chunk of ``C`` trajectories runs in *rounds* of ``blocks_per_round`` check blocks.
+At the start of a round the indices of the unsettled members are gathered again (``jnp.nonzero``)
+when that lets the round run fewer tiles, and only they are advanced: in full tiles of ``tile``
+members (sized for the cache), then in narrow tiles (``tile / NARROW_FACTOR``) for the last few.
+A settled trajectory costs nothing afterwards, so the work of a chunk is about the sum of its
+trajectories' own lengths, not its slowest member's length times ``C``. Within a tile a settled
+member is frozen by selecting its old state. A trajectory's arithmetic never depends on which other
+trajectories share its tile or chunk, so results are bitwise identical for any chunk size, tile
+width and distribution of chunks over workers.
 
 Schedule of one trajectory (``T = steps``, ``c = check_every``, ``W = tail`` =
 ``min(max(max_period, keep_orbit), T)``):
@@ -281,23 +282,39 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
         axes = (0 if per_member else None, 0) + (arg_axes if arg_axes is not None else (0,) * len(args))
         return jax.vmap(pieces[name], in_axes=axes)(problems, vals, *args)
 
-    def over_live(live: jax.Array, work: Callable, acc: Any) -> Any:
-        """``acc = work(rows, acc)`` for tiles of row indices covering the live members: as many
-        full tiles as they fill, then narrow tiles for the rest. Padding rows index past the end."""
-        ids = jnp.nonzero(live, size=size, fill_value=size)[0]
-        ids = jnp.concatenate([ids, jnp.full((widths[0],), size, ids.dtype)])
-        n_live = jnp.sum(live)
-        done = jnp.asarray(0, n_live.dtype)
+    def tiling(n_live: jax.Array) -> tuple[jax.Array, ...]:
+        """Tiles per width for ``n_live`` members: as many full tiles as they fill, then narrow
+        tiles for the rest."""
+        counts, done = [], jnp.zeros_like(n_live)
         for i, width in enumerate(widths):
             last = i == len(widths) - 1
             count = (n_live - done + width - 1) // width if last else (n_live - done) // width
+            counts.append(count)
+            done = done + count * width
+        return tuple(counts)
 
-            def body(j, acc, width=width, offset=done):
+    def lanes(counts) -> jax.Array:
+        return sum(n * w for n, w in zip(counts, widths))
+
+    def compact(live: jax.Array):
+        """Row indices of the live members, padded past the end, and their tiling."""
+        ids = jnp.nonzero(live, size=size, fill_value=size)[0]
+        return jnp.concatenate([ids, jnp.full((widths[0],), size, ids.dtype)]), tiling(jnp.sum(live))
+
+    def over_tiles(ids: jax.Array, counts, work: Callable, acc: Any) -> Any:
+        """``acc = work(rows, acc)`` for the tiles of ``ids`` (padding rows index past the end)."""
+        offset = jnp.zeros_like(counts[0])
+        for count, width in zip(counts, widths):
+            def body(j, acc, width=width, offset=offset):
                 return work(jax.lax.dynamic_slice(ids, (offset + j * width,), (width,)), acc)
 
             acc = jax.lax.fori_loop(0, count, body, acc)
-            done = done + count * width
+            offset = offset + count * width
         return acc
+
+    def over_live(live: jax.Array, work: Callable, acc: Any) -> Any:
+        ids, counts = compact(live)
+        return over_tiles(ids, counts, work, acc)
 
     z0, v0 = batched("init", values, params0, arg_axes=(None,))
     minus_one = jnp.full((size,), -1, jnp.int64)
@@ -328,19 +345,26 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
         return jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int64), st))[1]
 
     def round_cond(rs):
-        k, st = rs
+        k, st, _, _ = rs
         return (k < spec.main_blocks) & jnp.any(unsettled(st))
 
     def round_body(rs):
-        k, st = rs
+        """One round over the current tiles; re-compacted first only when that saves lanes (the
+        index computation costs about as much as a few blocks of a full chunk)."""
+        k, st, ids, counts = rs
+        live = unsettled(st)
+        ids, counts = jax.lax.cond(lanes(tiling(jnp.sum(live))) < lanes(counts), lambda: compact(live),
+                                   lambda: (ids, counts))
         n_blocks = jnp.minimum(spec.blocks_per_round, spec.main_blocks - k)
 
         def advance(rows, st):
             return _put(st, rows, run_blocks(_take(values, rows), _take(st, rows), k, n_blocks))
 
-        return k + n_blocks, over_live(unsettled(st), advance, st)
+        return k + n_blocks, over_tiles(ids, counts, advance, st), ids, counts
 
-    _, state = jax.lax.while_loop(round_cond, round_body, (jnp.asarray(0, jnp.int64), state))
+    all_rows = jnp.concatenate([jnp.arange(size), jnp.full((widths[0],), size)]).astype(jnp.int64)
+    start = (jnp.asarray(0, jnp.int64), state, all_rows, tiling(jnp.asarray(size, jnp.int64)))
+    _, state, _, _ = jax.lax.while_loop(round_cond, round_body, start)
 
     # 2. exact events: replay each event block with recorded plain steps and take its first event
     #    (first non-finite step or first step passing the convergence test). The replay repeats the
