@@ -154,6 +154,10 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
             state = step(state)
         return state
 
+    def passes(vals, g, v):
+        """The convergence test, given the gradient and the velocity (``None`` for plain GD)."""
+        return (tree_norm(g) <= tol) & ((vals["momentum"] == 0) | (tree_norm(v) <= tol))
+
     def init(problem, vals, params0):
         p0 = _initial_params(problem, vals, params0, spec)
         v0 = jax.tree_util.tree_map(jnp.zeros_like, p0) if spec.heavy_ball else None
@@ -168,12 +172,10 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
         z, v = repeat(problem, spec.check_every, plain, (z, v))
         g = problem.grad(z)
         finite = tree_all_finite(z) & tree_all_finite(v) & tree_all_finite(g)
-        done = (tree_norm(g) <= tol) & ((vals["momentum"] == 0) | (tree_norm(v) <= tol))
-        return z, v, finite, finite & done
+        return z, v, finite, finite & passes(vals, g, v)
 
     def converged(problem, vals, z, v):
-        small_grad = tree_norm(problem.grad(z)) <= tol
-        return small_grad & ((vals["momentum"] == 0) | (tree_norm(v) <= tol))
+        return passes(vals, problem.grad(z), v)
 
     def record(problem, vals, z, v, n: int):
         """``n`` plain steps from ``(z, v)``; returns the flat states ``z_0 .. z_n`` as rows
@@ -200,15 +202,11 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
         """
         def per_row(z_flat, v_flat):
             g = problem.grad(problem.unflatten(z_flat))
-            state_ok = jnp.all(jnp.isfinite(z_flat))
-            small_v = True
-            if spec.heavy_ball:
-                state_ok = state_ok & jnp.all(jnp.isfinite(v_flat))
-                small_v = (vals["momentum"] == 0) | (jnp.linalg.norm(v_flat) <= tol)
+            state_ok = tree_all_finite((z_flat, v_flat))
             good = state_ok & tree_all_finite(g)
-            return state_ok, good, good & (tree_norm(g) <= tol) & small_v
+            return state_ok, good, good & passes(vals, g, v_flat)
 
-        state_ok, good, test = jax.vmap(per_row)(zs, zs if vs is None else vs)
+        state_ok, good, test = jax.vmap(per_row)(zs, vs)
         n = zs.shape[0]
         rows = jnp.arange(n)
         bad_row = jnp.min(jnp.where(good, n, rows))
