@@ -99,15 +99,11 @@ def run_command(
             fig.savefig(plot, dpi=110, bbox_inches="tight")
         except OSError as exc:
             raise InputError(f"--plot {plot} cannot be written ({exc.strerror})") from None
-    if as_json:
-        print(json.dumps(_clean(result)))
+    table = _json_or_table(result, as_json, f"deep run ({field}, depth {depth}, d={d}, a={balance}, eps={eps}, "
+                           f"{init} init, eta={eta}, {steps} steps, seed {seed})", ("initial", "final"))
+    if table is None:
         return 0
     console = Console()
-    table = Table(title=f"deep run ({field}, depth {depth}, d={d}, a={balance}, eps={eps}, {init} init, "
-                        f"eta={eta}, {steps} steps, seed {seed})")
-    table.add_column("quantity")
-    table.add_column("initial", justify="right")
-    table.add_column("final", justify="right")
     for n in scalars:
         table.add_row(n, f"{result['initial'][n]:.6g}", f"{result['final'][n]:.6g}")
     console.print(table)
@@ -164,14 +160,11 @@ def probability_command(
             converged_with_negative_initial_det=int((conv & (s0 < 0)).sum()),
             sign_kept_fraction=float(np.mean(s0 == s1)),
         )
-    if as_json:
-        print(json.dumps(_clean(result)))
+    table = _json_or_table(result, as_json, f"deep probability ({field} field, {init} init, d={d}, a={balance}, "
+                           f"eps={eps}, eta={eta}, {steps} steps, kappa={kappa})", ("value",))
+    if table is None:
         return 0
     console = Console()
-    table = Table(title=f"deep probability ({field} field, {init} init, d={d}, a={balance}, eps={eps}, eta={eta}, "
-                        f"{steps} steps, kappa={kappa})")
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
     for key in ("n", "converged", "p", "wilson_low", "wilson_high", "median_steps_converged", "diverged"):
         table.add_row(key, f"{result[key]}")
     for key, val in result.get("det", {}).items():
@@ -179,6 +172,18 @@ def probability_command(
     console.print(table)
     console.print(f"{wall:.2f} s")
     return 0
+
+
+def _json_or_table(result: dict, as_json: bool, title: str, value_columns: tuple[str, ...]) -> Table | None:
+    """Print ``result`` as JSON (returns ``None``), or start the rich table of its quantities."""
+    if as_json:
+        print(json.dumps(_clean(result)))
+        return None
+    table = Table(title=title)
+    table.add_column("quantity")
+    for name in value_columns:
+        table.add_column(name, justify="right")
+    return table
 
 
 def register(app: typer.Typer) -> None:
