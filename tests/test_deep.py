@@ -305,3 +305,9 @@ def test_target_condition_number():
     np.testing.assert_allclose(deep.target(3), np.eye(3))
     with pytest.raises(mfdyn.InputError, match="kappa"):
         deep.target(3, kappa=0.5)
+
+
+def test_median_stop_step_ignores_runs_that_did_not_stop_on_the_gradient_test():
+    ds = {"steps_to_converge": np.array([10, -1, 30, 50, -1]), "converged": np.array([True, True, True, False, False])}
+    assert deep.median_stop_step(ds) == 20.0  # runs 0 and 2: converged and stopped
+    assert np.isnan(deep.median_stop_step({"steps_to_converge": np.array([-1]), "converged": np.array([True])}))

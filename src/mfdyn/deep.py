@@ -395,7 +395,7 @@ def convergence_sweep(
     Returns the sweep's Dataset (dims ``seed`` then the constants; ``eta``/``scale`` squeezed) with
     ``converged = final_loss < loss_tol`` added and, for a real square product, ``det_sign_initial`` /
     ``det_sign_final`` (``sign det W`` at the start and where the run stopped). A trajectory stops early
-    once ``||grad|| <= grad_tol`` (the sweep's convergence test, every 16 steps).
+    at the first step with ``||grad|| <= grad_tol`` (the sweep's convergence test; ``steps_to_converge``).
     """
     from .sweep import sweep as run_sweep
 
@@ -429,6 +429,15 @@ def probability(converged: Any) -> dict:
     k, n = int(flags.sum()), int(flags.size)
     lo, hi = wilson_interval(k, n)
     return dict(n=n, converged=k, p=k / n, wilson_low=lo, wilson_high=hi)
+
+
+def median_stop_step(ds: Any) -> float:
+    """Median ``steps_to_converge`` over the runs of a :func:`convergence_sweep` Dataset that are
+    ``converged`` and stopped on the gradient test (``steps_to_converge >= 0``; a run can reach the
+    loss tolerance without it); NaN if there are none."""
+    steps = np.asarray(ds["steps_to_converge"]).ravel()
+    steps = steps[np.asarray(ds["converged"]).ravel() & (steps >= 0)]
+    return float(np.median(steps)) if steps.size else float("nan")
 
 
 # ---- statistics ---------------------------------------------------------------------------------------

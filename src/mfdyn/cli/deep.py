@@ -147,7 +147,7 @@ def probability_command(
         config=dict(field=field, init=init, seeds=seeds, d=d, balance=balance, eps=eps, eta=eta, steps=steps,
                     kappa=kappa, tol=tol, store=None if store is None else str(store)),
         **deep.probability(conv),
-        median_steps_converged=float(np.median(np.asarray(ds["steps_to_converge"]).ravel()[conv])) if conv.any() else None,
+        median_steps_converged=deep.median_stop_step(ds),
         diverged=int((np.asarray(ds["diverged_at"]) >= 0).sum()),
         wall_time_s=wall,
     )

@@ -242,9 +242,7 @@ def convergence_probability(ctx: Context) -> None:
                                         constants={"kappa": [1.0], "balance": [balance]}).squeeze(("kappa", "balance"))
             results[field, kind] = ds
             stats = deep.probability(ds["converged"])
-            steps_conv = np.asarray(ds["steps_to_converge"])[np.asarray(ds["converged"])]
-            rows.append(dict(field=field, init=kind, **stats,
-                             median_steps=float(np.median(steps_conv)) if steps_conv.size else np.nan,
+            rows.append(dict(field=field, init=kind, **stats, median_steps=deep.median_stop_step(ds),
                              diverged=int((np.asarray(ds["diverged_at"]) >= 0).sum())))
             if field == "complex":
                 ctx.at_least(f"complex field, {kind} init: P(loss < 1e-10 within {steps} steps) "
@@ -378,9 +376,8 @@ def conditioning(ctx: Context) -> None:
         for j, kappa in enumerate(kappas):
             sub = ds.isel(kappa=j, balance=0)
             stats = deep.probability(sub["converged"])
-            its = np.asarray(sub["steps_to_converge"])[np.asarray(sub["converged"])]
             ps.append(stats["p"])
-            meds.append(float(np.median(its)) if its.size else np.nan)
+            meds.append(deep.median_stop_step(sub))
             rows.append(dict(field=field, kappa=float(kappa), **stats, median_steps=meds[-1]))
         axes[0].plot(kappas, ps, "o-", label=field)
         axes[1].semilogy(kappas, meds, "o-", label=field)
