@@ -132,3 +132,27 @@ def test_imbalance_definitions():
     W1, W2 = np.arange(6.0).reshape(2, 3), np.arange(4.0).reshape(2, 2)
     (gap,) = mfdyn.DeepFactorization(np.ones((2, 3)), 2, widths=(3, 2, 2)).imbalance((W1, W2))
     np.testing.assert_allclose(gap, W2.T @ W2 - W1 @ W1.T)
+
+
+def test_scalar_quadratic_loss_overflows_only_with_the_residual():
+    """mu = 0: psi = r exactly, even where r^3 (but not r) overflows (0 * inf would be NaN);
+    mu > 0: the quartic term overflows as it should."""
+    big = (jnp.asarray(1e52), jnp.asarray(3e52))
+    ga, gb = mfdyn.ScalarFactorization(1.0).grad(big)
+    r = 1e52 * 3e52 - 1.0
+    assert float(ga) == r * 3e52 and float(gb) == r * 1e52
+    assert np.isfinite(float(mfdyn.ScalarFactorization(1.0).loss((jnp.asarray(1e30), jnp.asarray(1e30)))))
+    assert np.isinf(float(mfdyn.ScalarFactorization(1.0, 0.1).grad(big)[0]))
+    # GD reports divergence at the first step whose gradient really overflows
+    traj = mfdyn.gd(mfdyn.ScalarFactorization(1.0), (3.0, 3.0), 1.0, 50)
+    a, b = 3.0, 3.0
+    for t in range(50):
+        r = a * b - 1.0
+        ga, gb = r * b, r * a
+        if not (np.isfinite(ga) and np.isfinite(gb)):
+            break
+        a, b = a - ga, b - gb
+        if not (np.isfinite(a) and np.isfinite(b)):
+            t += 1
+            break
+    assert traj.diverged_at == t

@@ -35,13 +35,18 @@ class ScalarFactorization(Problem):
         return a * b - self.target
 
     def psi(self, params: ScalarParams) -> jax.Array:
-        """Derivative of the loss in the product ``ab``: ``psi = r + 4 mu r^3``."""
+        """Derivative of the loss in the product ``ab``: ``psi = r + 4 mu r^3``.
+
+        Evaluated as ``r + ((4 mu r) r) r`` so that ``mu = 0`` gives exactly ``r`` even where ``r^3``
+        would overflow (``0 * inf`` is NaN): the pure quadratic loss then overflows only when ``r``
+        itself does, as it should."""
         r = self.residual(params)
-        return r + 4.0 * self.quartic * r**3
+        return r + 4.0 * self.quartic * r * r * r
 
     def loss(self, params: ScalarParams) -> jax.Array:
+        """``r^2 / 2 + mu r^4``, the quartic term as ``((mu r^2) r) r`` (see :meth:`psi`)."""
         r = self.residual(params)
-        return 0.5 * r**2 + self.quartic * r**4
+        return 0.5 * r**2 + self.quartic * r**2 * r * r
 
     def grad(self, params: ScalarParams) -> ScalarParams:
         a, b = params
