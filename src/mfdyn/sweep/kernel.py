@@ -174,18 +174,6 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
             state = step(state)
         return state
 
-    def once(fn: Callable, state: Any) -> Any:
-        """``fn(state)`` inside a loop of one traced iteration, its state packed (``_complex_pairs``):
-        XLA computes the fused chain once instead of once per consumer of its results."""
-        pack, unpack = _complex_pairs(state[0])
-
-        def body(_, packed):
-            out = fn((unpack(packed[0]), packed[1]))
-            return pack(out[0]), out[1]
-
-        out = jax.lax.fori_loop(0, jnp.where(tol >= 0, 1, 0), body, (pack(state[0]), state[1]))
-        return unpack(out[0]), out[1]
-
     def passes(vals, g, v):
         """The convergence test, given the gradient and the velocity (``None`` for plain GD)."""
         return (tree_norm(g) <= tol) & ((vals["momentum"] == 0) | (tree_norm(v) <= tol))
