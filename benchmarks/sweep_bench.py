@@ -115,6 +115,11 @@ def numba_reference():
     return fused
 
 
+def same_bits(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Elementwise: the same float64 bits, or both NaN."""
+    return (x.view(np.int64) == y.view(np.int64)) | (np.isnan(x) & np.isnan(y))
+
+
 def timed(fn, *args, repeat=1):
     best = np.inf
     for _ in range(repeat):
@@ -144,8 +149,7 @@ def bench_scalar(n_total: int, steps: int) -> dict:
     fused(eta[:64], a[:64], b[:64], 2, 1.0, 512)
     t_nb, (nb_a, nb_b) = timed(fused, eta, a, b, steps, 1.0, 512, repeat=3)
     # the fused reference computes the same trajectories as the NumPy loop (same bits, NaN = NaN)
-    fused_agree = float(np.mean((nb_a.view(np.int64) == np_a.view(np.int64)) & (nb_b.view(np.int64) == np_b.view(np.int64))
-                                | (np.isnan(nb_a) & np.isnan(np_a))))
+    fused_agree = float(np.mean(same_bits(nb_a, np_a) & same_bits(nb_b, np_b)))
     # the same engine on a grid where no trajectory settles (no early stop to gain from)
     slow = {"eta": np.linspace(1e-4, 2e-4, len(axes["eta"])), "a": axes["a"], "b": axes["b"]}
     kw_slow = dict(kw, tol=1e-300)
