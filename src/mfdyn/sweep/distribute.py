@@ -41,13 +41,24 @@ def padded_size(chunk: int) -> int:
     return -(-chunk // LANE) * LANE
 
 
-def compute_chunk(job: ChunkJob, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run one chunk; ``values[name]`` are the per-point axis values (padded here by repetition)."""
+def _kernel_args(job: ChunkJob, values: dict[str, np.ndarray]) -> tuple[int, tuple]:
+    """The number of points and the kernel's arguments for a chunk (padded by repetition)."""
     n = len(next(iter(values.values())))
     pad = job.padded - n
     batch = {k: jnp.asarray(np.concatenate([v, np.repeat(v[-1:], pad)]) if pad else v) for k, v in values.items()}
-    out = run_chunk(job.problem, batch, job.params0, jnp.asarray(job.tol, jnp.float64), spec=job.spec,
-                    factory=job.factory)
+    return n, (job.problem, batch, job.params0, jnp.asarray(job.tol, jnp.float64))
+
+
+def compile_kernel(job: ChunkJob, values: dict[str, np.ndarray]) -> None:
+    """Compiles the kernel for the job's chunk shape without running it (the compiled executable is
+    cached by ``jax.jit``: later calls of any chunk of the job reuse it)."""
+    run_chunk.lower(*_kernel_args(job, values)[1], spec=job.spec, factory=job.factory).compile()
+
+
+def compute_chunk(job: ChunkJob, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run one chunk; ``values[name]`` are the per-point axis values (padded here by repetition)."""
+    n, args = _kernel_args(job, values)
+    out = run_chunk(*args, spec=job.spec, factory=job.factory)
     out = {k: np.asarray(v)[:n] for k, v in jax.device_get(out).items()}
     out["outcome"], out["period"] = classify(out["diverged_at"], out["steps_to_converge"], out["period"])
     return out
@@ -63,14 +74,14 @@ def local_workers(workers: int | None) -> int:
 def run_local(job: ChunkJob, pieces: list[Piece], workers: int | None) -> Iterator[tuple[int, dict]]:
     """Chunks on a thread pool, one chunk per core at a time (XLA releases the GIL while running).
 
-    The first chunk runs alone so that the kernel is compiled once, not once per thread.
+    The kernel is compiled first, once, so that the threads share it (a chunk run alone for that
+    would leave the other cores idle meanwhile).
     """
     if not pieces:
         return
-    first, rest = pieces[0], pieces[1:]
-    yield first[0], compute_chunk(job, first[1])
+    compile_kernel(job, pieces[0][1])
     with ThreadPoolExecutor(max_workers=local_workers(workers)) as pool:
-        futures = {pool.submit(compute_chunk, job, vals): idx for idx, vals in rest}
+        futures = {pool.submit(compute_chunk, job, vals): idx for idx, vals in pieces}
         try:
             for fut in as_completed(futures):
                 yield futures[fut], fut.result()

@@ -1,37 +1,42 @@
 """The batched sweep kernel: one jit-compiled function per problem structure and chunk shape.
 
 Every per-trajectory piece (a fused block of steps, the convergence test, the step-by-step replay
-of a block, a recorded replay, the final observables) is written for ONE trajectory and ``vmap``-ped over a *tile* of trajectories; the
-loops run at tile level with a scalar predicate ("some member is still unsettled").
+of a block, the revisit of the tail, the final observables) is written for ONE trajectory and
+``vmap``-ped over a *tile* of trajectories; the loops run at tile level with a scalar predicate
+("some member is still unsettled").
 
 Compaction. A chunk of ``C`` trajectories runs in *rounds* of ``blocks_per_round`` check blocks.
 Its rows are kept in a *working order*: at the start of a round, when that lets the round run fewer
 tiles, the unsettled rows are moved to the front (a stable partition, carrying their inputs and
-their original row), so the tiles are contiguous slices: full tiles of ``tile`` rows (sized for
-the cache), then narrow tiles (``tile / NARROW_FACTOR``) for the last few. A settled trajectory
-costs nothing afterwards, so the work of a chunk is about the sum of its trajectories' own lengths,
-not its slowest member's length times ``C``. Within a tile a settled row is frozen by selecting its
-old state. The results are put back in the chunk's order at the end. A trajectory's arithmetic
-never depends on which other trajectories share its tile or chunk, so results are bitwise
-identical for any chunk size, tile width and distribution of chunks over workers.
+their original row; only within the first full tile, in place, once they all lie there), so the
+tiles are contiguous slices: full tiles of ``tile`` rows (sized for the cache), then narrow tiles
+(``tile / NARROW_FACTOR``) for the last few. Once the unsettled rows fit one narrow tile, the
+round runs on to the mark block (below) or the end. A settled trajectory costs nothing afterwards,
+so the work of a chunk is about the sum of its trajectories' own lengths, not its slowest member's
+length times ``C``. Within a tile a settled row is frozen by selecting its old state. The results
+are put back in the chunk's order at the end. A trajectory's arithmetic never depends on which
+other trajectories share its tile or chunk, so results are bitwise identical for any chunk size,
+tile width and distribution of chunks over workers.
 
 Schedule of one trajectory (``T = steps``, ``c = check_every``, ``W = tail`` =
-``min(max(max_period, keep_orbit), T)``):
+``min(max(max_period, keep_orbit), T)``, ``s0 = c floor((T - W) / c)``):
 
-1. main phase, ``T - W`` steps: blocks of ``c`` plain ``gd_update`` steps (unrolled in groups for
-   small problems, so XLA fuses them into one loop over the tile), with one test at the block's
-   end: is the state (and its gradient) finite, does it pass the convergence test? Non-finite
-   values are absorbing under GD, so a finite end state means the whole block was finite. A block
-   that ended non-finite or converged is an *event block*: the trajectory keeps the block's start
-   state and stops advancing;
-2. at the end of the round, a tile with event blocks replays each of them from its start, one
-   step at a time with the test after every step, and locates the first event exactly: the first
-   step whose state or gradient is not finite (``diverged_at``, stopping at the same last state as
-   :func:`mfdyn.dynamics.guarded_update`), or the first step passing the convergence test
-   (``steps_to_converge``, stopping there);
-3. the members still live run the remaining ``(T - W) mod c`` steps and the tail, ``W`` steps, as
-   one recorded replay: the same event location, and the states ``z_{T-W}, ..., z_T`` for period
-   detection and ``keep_orbit``.
+1. main phase, ``c floor(T / c)`` steps: blocks of ``c`` plain ``gd_update`` steps (unrolled in
+   groups for small problems, so XLA fuses them into one loop over the tile), with one test at the
+   block's end: is the state (and its gradient) finite, does it pass the convergence test?
+   Non-finite values are absorbing under GD, so a finite end state means the whole block was
+   finite. A block that ended non-finite or converged is an *event block*: the trajectory keeps
+   the block's start state and stops advancing. The state at step ``s0`` (the *mark*) is kept;
+2. at the end of the round, the event rows of a tile (gathered in groups) replay their event
+   block from its start, one step at a time with the test after every step, and locate the first
+   event exactly: the first step whose state or gradient is not finite (``diverged_at``, stopping
+   at the same last state as :func:`mfdyn.dynamics.guarded_update`), or the first step passing
+   the convergence test (``steps_to_converge``, stopping there);
+3. the members still live walk the last ``T mod c`` steps the same way (a test after each);
+4. the members live at ``T`` (and, with ``keep_orbit = K``, those that converged after
+   ``T - K``) *revisit* steps ``s0 .. T`` from the mark: the same arithmetic again, so the same
+   states, compared on the fly with ``z_T`` for the period, and the last ``K`` recorded for the
+   orbit. Nothing is stored per step but the orbit.
 
 Convergence test at step ``t`` (MATH.md §0 notation): ``||grad f(z_t)|| <= tol`` and, when
 ``momentum > 0``, also ``||v_t|| <= tol``. ``steps_to_converge`` is the first step at which it holds
@@ -85,10 +90,22 @@ class KernelSpec:
 
     @property
     def main_blocks(self) -> int:
-        return (self.steps - self.tail) // self.check_every
+        """Check blocks of the main phase (it runs all ``steps``)."""
+        return self.steps // self.check_every
 
     @property
     def main_remainder(self) -> int:
+        """Steps after the last check block (walked with a test after each)."""
+        return self.steps % self.check_every
+
+    @property
+    def mark_block(self) -> int:
+        """The check block ``s0 / c`` whose start state is kept for the revisit of the tail."""
+        return (self.steps - self.tail) // self.check_every
+
+    @property
+    def main_remainder_before_tail(self) -> int:
+        """Steps from the mark ``s0`` to ``T - W``."""
         return (self.steps - self.tail) % self.check_every
 
 
@@ -197,70 +214,19 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
     def converged(problem, vals, z, v):
         return passes(vals, problem.grad(z), v)
 
-    def record(problem, vals, z, v, n: int):
-        """``n`` plain steps from ``(z, v)``; returns the flat states ``z_0 .. z_n`` as rows
-        ``(n+1, coords)`` and, with heavy ball, the velocities likewise (else ``None``)."""
-        def flat(zv):
-            return problem.flatten(zv[0]), (problem.flatten(zv[1]) if spec.heavy_ball else None)
-
-        def step(zv, _):
-            zv = gd_update(problem, zv[0], zv[1], vals["eta"], vals["momentum"], heavy_ball=spec.heavy_ball)
-            return zv, flat(zv)
-
-        _, rows = jax.lax.scan(step, (z, v), None, length=n)  # unrolling would recompute chains per row
-        first = flat((z, v))
-        return jax.tree_util.tree_map(lambda f, r: jnp.concatenate([f[None], r]), first, rows)
-
-    def settle(problem, vals, zs, vs):
-        """The first event in recorded rows (row 0 is finite and failed the convergence test).
-
-        Row ``r`` is *bad* when its state or its gradient is not finite, and *converged* when it is
-        good and passes the test. Returns ``(final, div, conv)``: ``div``/``conv`` the row of the
-        first event (``-1`` if none) and ``final`` the row the trajectory stops at: the converged
-        row; for a bad row ``b``, ``b - 1`` if the state itself is not finite, else ``b`` (the last
-        state and the step of :func:`mfdyn.dynamics.guarded_update`); the last row if no event.
-        """
-        def per_row(z_flat, v_flat):
-            g = problem.grad(problem.unflatten(z_flat))
-            state_ok = tree_all_finite((z_flat, v_flat))
-            good = state_ok & tree_all_finite(g)
-            return state_ok, good, good & passes(vals, g, v_flat)
-
-        state_ok, good, test = jax.vmap(per_row)(zs, vs)
-        n = zs.shape[0]
-        rows = jnp.arange(n)
-        bad_row = jnp.min(jnp.where(good, n, rows))
-        conv_row = jnp.min(jnp.where(test, rows, n))
-        converged = conv_row < bad_row
-        diverged = ~converged & (bad_row < n)
-        back = jnp.where(state_ok[jnp.minimum(bad_row, n - 1)], 0, 1)
-        final = jnp.where(converged, conv_row, jnp.where(diverged, bad_row - back, n - 1))
-        return final, jnp.where(diverged, bad_row, -1), jnp.where(converged, conv_row, -1)
-
-    def replay(problem, vals, z, v, t0, n: int):
-        """``n`` recorded steps from step ``t0`` and their first event: returns the state the
-        trajectory stops at, ``diverged_at``, ``steps_to_converge`` (``-1`` if none) and the rows,
-        frozen at the stopping row (later rows repeat it)."""
-        zs, vs = record(problem, vals, z, v, n)
-        final, div, conv = settle(problem, vals, zs, vs)
-        z_end = problem.unflatten(zs[final])
-        v_end = problem.unflatten(vs[final]) if spec.heavy_ball else None
-        frozen = jnp.where((jnp.arange(n + 1) > final)[:, None], zs[final], zs)
-        return z_end, v_end, jnp.where(div >= 0, t0 + div, -1), jnp.where(conv >= 0, t0 + conv, -1), frozen
-
-    def walk(problem, vals, z, v, t0):
-        """The event block again, one plain step at a time, stopping at its first event: returns
-        the state the trajectory stops at, ``diverged_at`` and ``steps_to_converge`` (``-1`` if none).
+    def walk(problem, vals, z, v, t0, n: int):
+        """``n`` plain steps from step ``t0``, one at a time with the test after each, stopping at
+        the first event: returns the state the trajectory stops at, ``diverged_at`` and
+        ``steps_to_converge`` (``-1`` if none).
 
         Step ``r`` is *bad* when its state or its gradient is not finite (the trajectory stops at
         it if the state itself is finite, else one step earlier: :func:`mfdyn.dynamics.guarded_update`)
         and *converged* when it is good and passes the test (the trajectory stops at it). The
-        block's start is good and failed the test. Same rules as :func:`settle` on recorded rows,
-        without materializing them.
+        start is good and failed the test.
         """
         pack, unpack = _complex_pairs((z, v))
         unroll = WALK_UNROLL if problem.num_coordinates <= UNROLL_MAX_COORDINATES else 1
-        groups, rest = divmod(spec.check_every, unroll)
+        groups, rest = divmod(n, unroll)
 
         def steps(r0, n, carry):
             """Steps ``r0 + 1 .. r0 + n``; ``first = 2 r (+1 if bad)`` of the first event, -1 if none."""
@@ -286,13 +252,45 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
         conv = jnp.where((first >= 0) & ~bad, t0 + row, -1)
         return z, v, div, conv
 
-    def period(buffer):
-        if not spec.max_period:
-            return jnp.asarray(0, jnp.int32)
-        k = jnp.arange(1, spec.max_period + 1)
-        gaps = jnp.linalg.norm(buffer[spec.tail] - buffer[spec.tail - k], axis=1)  # (max_period,)
-        match = gaps <= PERIOD_RTOL * jnp.linalg.norm(buffer[spec.tail])
-        return jnp.where(jnp.any(match), k[jnp.argmax(match)], 0).astype(jnp.int32)
+    def revisit(problem, vals, z, v, z_end, stop):
+        """Steps ``s0 .. T`` again from the state ``(z, v)`` at ``s0 = c floor((T - W) / c)``, the
+        start of the check block holding step ``T - W``; the trajectory ended at ``z_end`` (``z_T``,
+        or its converged state). Returns the period, the smallest ``k <= max_period`` with
+        ``||z_T - z_{T-k}|| <= 1e-9 ||z_T||`` (flat real coordinates; 0 if none), and the orbit
+        ``z_{T-K+1} .. z_T`` (``K = keep_orbit`` rows; a trajectory that converged at step
+        ``stop > T - K`` stays there). No event can occur: the main phase ran these very steps.
+        """
+        T, W, K, P = spec.steps, spec.tail, spec.keep_orbit, spec.max_period
+        ref = problem.flatten(z_end)
+        bound = PERIOD_RTOL * jnp.linalg.norm(ref)
+
+        def plain(zv):
+            return gd_update(problem, zv[0], zv[1], vals["eta"], vals["momentum"], heavy_ball=spec.heavy_ball)
+
+        def compare(t, flat, best):
+            k = (T - t).astype(best.dtype)
+            hit = (k >= 1) & (k <= P) & (jnp.linalg.norm(ref - flat) <= bound)
+            return jnp.where(hit, k, best)
+
+        def visit(t, carry):
+            """State ``z_t``: compared with ``z_end``, then advanced (frozen from step ``stop`` on)."""
+            (z, v), best = carry
+            best = compare(t, problem.flatten(z), best)
+            z1, v1 = plain((z, v))
+            go = t < stop
+            return (tree_where(go, z1, z), tree_where(go, v1, v)), best
+
+        zv = repeat(problem, spec.main_remainder_before_tail, plain, (z, v))  # s0 .. T - W
+        first_orbit = T - K + 1 if K else T
+        carry = jax.lax.fori_loop(T - W, first_orbit, visit, (zv, jnp.asarray(0, jnp.int32)))
+        if not K:
+            return carry[1], None
+
+        def orbit_step(carry, t):
+            return visit(t, carry), problem.flatten(carry[0][0])
+
+        carry, rows = jax.lax.scan(orbit_step, carry, jnp.arange(first_orbit, T + 1))
+        return carry[1], rows
 
     def finals(problem, vals, z):
         return dict(
@@ -302,9 +300,8 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
             final_params=problem.flatten(z),
         )
 
-    return dict(init=init, fused_block=fused_block, converged=converged, period=period,
-                locate=walk,
-                finish=lambda problem, vals, z, v, t0: replay(problem, vals, z, v, t0, spec.main_remainder + spec.tail),
+    return dict(init=init, fused_block=fused_block, converged=converged, revisit=revisit,
+                locate=partial(walk, n=spec.check_every), remainder=partial(walk, n=spec.main_remainder),
                 finals=finals, orbit_loss=lambda problem, vals, orbit: jax.vmap(problem.flat_loss)(orbit))
 
 
@@ -333,6 +330,26 @@ def _live_first(tree: Any, live: jax.Array) -> Any:
     dest = jnp.where(live, inclusive - 1, inclusive[-1] + row - inclusive)
     order = jnp.zeros(n, jnp.int32).at[dest].set(row, unique_indices=True)
     return jax.tree_util.tree_map(lambda x: jnp.take(x, order, axis=0, unique_indices=True), tree)
+
+
+def _on_selected(mask: jax.Array, group: int, fn: Callable, const: Any, tree: Any) -> Any:
+    """``tree`` with its ``mask`` rows replaced by ``fn(const_rows, tree_rows)``, gathered
+    ``group`` rows at a time (the other rows are neither read by ``fn`` nor changed; ``const`` is
+    only read). ``fn`` maps rows to rows of the same structure, each row independently."""
+    n = mask.shape[0]
+    inclusive = jax.lax.associative_scan(jnp.add, mask.astype(jnp.int32))
+    row = jnp.arange(n, dtype=jnp.int32)
+    count = inclusive[-1]
+    selected = jnp.zeros(n + group, jnp.int32).at[jnp.where(mask, inclusive - 1, n + group)].set(row, mode="drop")
+
+    def body(j, tree):
+        lane = j * group + jnp.arange(group, dtype=jnp.int32)
+        idx = jax.lax.dynamic_slice_in_dim(selected, j * group, group)
+        out = fn(*jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), (const, tree)))
+        dest = jnp.where(lane < count, idx, n)  # unused lanes of the last group: dropped
+        return jax.tree_util.tree_map(lambda x, r: x.at[dest].set(r, mode="drop", unique_indices=True), tree, out)
+
+    return jax.lax.fori_loop(0, (count + group - 1) // group, body, tree)
 
 
 @partial(jax.jit, static_argnames=("spec", "factory"))
@@ -378,13 +395,15 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
     def lanes(counts) -> jax.Array:
         return sum(n * w for n, w in zip(counts, widths))
 
-    def over_tiles(counts, work: Callable, acc: Any) -> Any:
-        """``work`` on the tiles ``[0, lanes(counts))`` of every leaf of ``acc``, in place."""
+    def over_tiles(counts, work: Callable, acc: Any, const: Any) -> Any:
+        """``work(const_rows, acc_rows)`` on the tiles ``[0, lanes(counts))``: the rows of ``acc``
+        are updated in place, those of ``const`` only read. (Writing read-only rows back would
+        make XLA copy those whole arrays once per tile.)"""
         offset = jnp.zeros_like(counts[0])
         for count, width in zip(counts, widths):
             def body(j, acc, width=width, offset=offset):
                 start = offset + j * width
-                return _set_rows(acc, start, work(_rows(acc, start, width)))
+                return _set_rows(acc, start, work(_rows(const, start, width), _rows(acc, start, width)))
 
             acc = jax.lax.fori_loop(0, count, body, acc)
             offset = offset + count * width
@@ -422,7 +441,7 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
 
         return jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int64), st))[1]
 
-    def locate(vals, st):
+    def locate_rows(vals, st):
         """Rows with an event: replayed from their event block's start, stopped at the first event.
         The replay repeats the block's arithmetic, so it finds the event; should rounding differ at
         the very end of the block, the block end is used."""
@@ -435,52 +454,92 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
         return dict(st, z=_where(event, z, st["z"]), v=_where(event, v, st["v"]),
                     div=jnp.where(event, div, st["div"]), conv=jnp.where(event, conv, st["conv"]))
 
+    def locate(vals, st):
+        """:func:`locate_rows` on the event rows only: gathered in groups of ``widths[-1]`` rows
+        (the replay costs several times a block per row, most rows of a tile have no event)."""
+        group = widths[-1]
+        if st["event"].shape[0] <= group:
+            return locate_rows(vals, st)
+        return _on_selected(st["event"] >= 0, group, locate_rows, vals, st)
+
     def round_cond(rs):
         k, w, _ = rs
         return (k < spec.main_blocks) & jnp.any(unsettled(w))
 
-    def round_body(rs):
-        """One round over the current tiles; the unsettled rows are moved to the front first when
-        that saves lanes (it costs about as much as a few blocks of a full chunk)."""
-        k, w, counts = rs
-        live = unsettled(w)
+    def compact(w, live, counts):
+        """Moves the unsettled rows to the front when that saves lanes. When every unsettled row is
+        in the first full tile, only that tile is reordered, in place (a whole-chunk reorder costs
+        about as much as a few blocks of a full chunk)."""
         fewer = tiling(jnp.sum(live))
-        w, counts = jax.lax.cond(lanes(fewer) < lanes(counts), lambda: (_live_first(w, live), fewer),
-                                 lambda: (w, counts))
-        n_blocks = jnp.minimum(spec.blocks_per_round, spec.main_blocks - k)
+        wanted = lanes(fewer) < lanes(counts)
+        wide = widths[0]
+        local = lanes(counts) <= wide
+        w = jax.lax.cond(wanted & ~local, lambda: _live_first(w, live), lambda: w)
+        head = _rows(w, 0, wide)
+        head = tree_where(wanted & local, _live_first(head, live[:wide]), head)
+        return _set_rows(w, 0, head), jax.tree_util.tree_map(lambda a, b: jnp.where(wanted, a, b), fewer, counts)
 
-        def advance(tile):
-            st = dict(z=tile["z"], v=tile["v"], conv=tile["conv"], div=tile["div"],
-                      event=jnp.full(tile["conv"].shape, -1, jnp.int64))
-            st = run_blocks(tile["vals"], st, k, n_blocks)
-            st = jax.lax.cond(jnp.any(st["event"] >= 0), locate, lambda _, s: s, tile["vals"], st)
-            return dict(tile, z=st["z"], v=st["v"], conv=st["conv"], div=st["div"])
+    def round_body(rs):
+        """One round over the current tiles, after a compaction. A round ends at the mark block at
+        the latest; once the unsettled rows fit one narrow tile, it runs on to there (or the end).
+        The mark (the state at step ``s0``) starts as the initial state, for ``s0 = 0``."""
+        k, w, counts = rs
+        w, counts = compact(w, unsettled(w), counts)
+        until = jnp.where(k < spec.mark_block, spec.mark_block, spec.main_blocks)
+        n_blocks = jnp.where(lanes(counts) <= widths[-1], until - k, jnp.minimum(spec.blocks_per_round, until - k))
 
-        return k + n_blocks, over_tiles(counts, advance, w), counts
+        def advance(vals, tile):
+            st = dict(tile, event=jnp.full(tile["conv"].shape, -1, jnp.int64))
+            st = run_blocks(vals, st, k, n_blocks)
+            st = jax.lax.cond(jnp.any(st["event"] >= 0), locate, lambda _, s: s, vals, st)
+            # the state at the start of the mark block is kept (the tail's start; rounds end there)
+            mark = jax.tree_util.tree_map(lambda m, x: jnp.where(k + n_blocks == spec.mark_block, x, m),
+                                          st["mark"], (st["z"], st["v"]))
+            return dict(z=st["z"], v=st["v"], conv=st["conv"], div=st["div"], mark=mark)
 
+        state = over_tiles(counts, advance, {key: w[key] for key in ("z", "v", "conv", "div", "mark")}, w["vals"])
+        return k + n_blocks, dict(w, **state), counts
+
+    work["mark"] = (work["z"], work["v"])
     start = (jnp.asarray(0, jnp.int64), work, tiling(jnp.asarray(size, jnp.int64)))
     _, work, _ = jax.lax.while_loop(round_cond, round_body, start)
 
-    # 2. leftover steps and the recorded tail, for the rows still live (moved to the front)
+    # 2. the last `T mod c` steps, walked, then the tail revisited from the mark for period detection
+    #    and the orbit: for the rows still live, and with keep_orbit those that converged in the
+    #    orbit window (moved to the front)
     period = jnp.zeros((padded,), jnp.int32)
     orbit = jnp.zeros((padded, spec.keep_orbit, problem.num_coordinates)) if spec.keep_orbit else None
-    ran_tail = unsettled(work)
-    if spec.main_remainder or spec.tail:
-        work, ran_tail = _live_first((work, ran_tail), ran_tail)
+    live_at_end = unsettled(work)
+    work, live_at_end = _live_first((work, live_at_end), live_at_end)
+    if spec.main_remainder:
+        def remainder(const, tile):
+            vals, live = const  # (a mask read from the tile itself would make XLA copy whole arrays)
+            t0 = jnp.full(live.shape, spec.main_blocks * c, jnp.int64)
+            z, v, div, conv = batched("remainder", vals, tile["z"], tile["v"], t0)
+            return dict(z=_where(live, z, tile["z"]), v=_where(live, v, tile["v"]),
+                        div=jnp.where(live, div, tile["div"]), conv=jnp.where(live, conv, tile["conv"]))
 
-        def finish(acc):
-            tile, period, orbit, ran = acc
-            t0 = jnp.full(ran.shape, spec.main_blocks * c, jnp.int64)
-            z, v, div, conv, frozen = batched("finish", tile["vals"], tile["z"], tile["v"], t0)
-            buffer = frozen[:, frozen.shape[1] - spec.tail - 1:]  # z_{T-W} .. z_T
-            period = jnp.where(ran, jax.vmap(pieces["period"])(buffer), period)
+        state = over_tiles(tiling(jnp.sum(live_at_end)), remainder,
+                           {key: work[key] for key in ("z", "v", "conv", "div")}, (work["vals"], live_at_end))
+        work = dict(work, **state)
+    live = unsettled(work)
+    revisited = live
+    if spec.keep_orbit:
+        revisited = live | ((work["conv"] > spec.steps - spec.keep_orbit) & (work["div"] < 0))
+        work, revisited, live = _live_first((work, revisited, live), revisited)
+    if spec.max_period or spec.keep_orbit:
+        def revisit(const, acc):
+            vals, tile, rows = const
+            period, orbit = acc
+            stop = jnp.where(tile["conv"] >= 0, tile["conv"], spec.steps + 1)
+            found, trace = batched("revisit", vals, tile["mark"][0], tile["mark"][1], tile["z"], stop)
+            period = jnp.where(rows & unsettled(tile), found, period)
             if spec.keep_orbit:
-                orbit = _where(ran, buffer[:, spec.tail + 1 - spec.keep_orbit:], orbit)
-            tile = dict(tile, z=_where(ran, z, tile["z"]), v=_where(ran, v, tile["v"]),
-                        div=jnp.where(ran, div, tile["div"]), conv=jnp.where(ran, conv, tile["conv"]))
-            return tile, period, orbit, ran
+                orbit = _where(rows, trace, orbit)
+            return period, orbit
 
-        work, period, orbit, _ = over_tiles(tiling(jnp.sum(ran_tail)), finish, (work, period, orbit, ran_tail))
+        period, orbit = over_tiles(tiling(jnp.sum(revisited)), revisit, (period, orbit),
+                                   (work["vals"], work, revisited))
 
     # 3. period detection and the final observables, then back to the chunk's order
     live = (work["conv"] < 0) & (work["div"] < 0)
@@ -488,7 +547,7 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
     out.update(period=jnp.where(live, period, 0), diverged_at=work["div"], steps_to_converge=work["conv"])
     if spec.keep_orbit:
         frozen = jnp.broadcast_to(out["final_params"][:, None, :], orbit.shape)
-        orbit = jnp.where(ran_tail[:, None, None], orbit, frozen)
+        orbit = jnp.where(revisited[:, None, None], orbit, frozen)
         out["orbit"] = jnp.where((work["div"] >= 0)[:, None, None], jnp.nan, orbit)
         out["orbit_loss"] = batched("orbit_loss", work["vals"], out["orbit"])
     rows = jnp.arange(padded, dtype=jnp.int32)
