@@ -64,6 +64,20 @@ def test_matches_one_trajectory_gd(scalar_ds):
                     np.testing.assert_allclose(pt.orbit.values, traj["params"][-4:], rtol=1e-12)
 
 
+def test_orbit_of_a_trajectory_converging_inside_the_orbit_window():
+    """keep_orbit rows are the real states up to the convergence step, then repeat it (the revisit
+    from the kept mark state freezes there), against an unbatched ``mfdyn.gd`` run."""
+    traj = mfdyn.gd(SCALAR, (0.4, 0.6), 0.3, 60, record=("grad_norm", "params"))
+    conv = int(np.argmax(np.asarray(traj["grad_norm"]) <= 1e-12))
+    assert conv > 3
+    want = np.asarray(traj["params"])[[conv - 1, conv, conv, conv]]
+    for max_period in (64, 2):  # the revisit starts at step 0, or at a later check block
+        ds = mfdyn.sweep(SCALAR, {"eta": [0.3], "a": [0.4], "b": [0.6]}, conv + 2, keep_orbit=4,
+                         max_period=max_period, chunk=8, progress=False)
+        assert int(ds.steps_to_converge.values.ravel()[0]) == conv
+        assert ds.orbit.values.reshape(4, 2).tobytes() == want.tobytes()
+
+
 def test_scalar_attractors_match_math(scalar_ds):
     """MATH.md §1 [derived]: y = 1, balanced 2-cycle for 1 < eta < sqrt(5) - 1 with
     s± = ((eta + 1) ± sqrt((eta - 1)(eta + 3))) / (2 eta); convergence below eta_c = 1 from these
