@@ -21,17 +21,23 @@ tile width and distribution of chunks over workers.
 Schedule of one trajectory (``T = steps``, ``c = check_every``, ``W = tail`` =
 ``min(max(max_period, keep_orbit), T)``, ``s0 = c floor((T - W) / c)``):
 
-1. main phase, ``c floor(T / c)`` steps: blocks of ``c`` plain ``gd_update`` steps (unrolled in
-   groups for small problems, so XLA fuses them into one loop over the tile), with one test at the
-   block's end: is the state (and its gradient) finite, does it pass the convergence test?
-   Non-finite values are absorbing under GD, so a finite end state means the whole block was
-   finite. A block that ended non-finite or converged is an *event block*: the trajectory keeps
-   the block's start state and stops advancing. The state at step ``s0`` (the *mark*) is kept;
-2. at the end of the round, the event rows of a tile (gathered in groups) replay their event
-   block from its start, one step at a time with the test after every step, and locate the first
-   event exactly: the first step whose state or gradient is not finite (``diverged_at``, stopping
-   at the same last state as :func:`mfdyn.dynamics.guarded_update`), or the first step passing
-   the convergence test (``steps_to_converge``, stopping there);
+1. main phase, ``c floor(T / c)`` steps: blocks of ``c`` plain ``gd_update`` steps (run in a
+   loop of unrolled groups for small problems, the state of two real coordinates packed as one
+   complex number, so XLA fuses them into one loop over the tile), with one test at the block's
+   end: is the state (and its gradient) finite, does it pass the convergence test (evaluated as
+   ``||g||^2 <= sq_norm_bound(tol)``, exactly equivalent and without a square root)? Non-finite
+   values are absorbing under GD, so a finite end state means the whole block was finite. A row
+   whose block ended with an event keeps the block's start state and stops advancing; so does a
+   row whose block ended exactly where it started (a cycle whose length divides ``c``): both are
+   recognized by an end state equal, bit for bit, to the start state. The state at step ``s0``
+   (the *mark*) is kept;
+2. at the end of the round, those rows of a tile (gathered in groups) replay their block from
+   its start, one step at a time with the test after every step, and locate the first event
+   exactly: the first step whose state or gradient is not finite (``diverged_at``, stopping at
+   the same last state as :func:`mfdyn.dynamics.guarded_update`), or the first step passing the
+   convergence test (``steps_to_converge``, stopping there). A row with no event is on a cycle:
+   every later block ends in the same state, which is therefore its state at ``s0`` and at the
+   end of the main phase; it is *paused* there and costs nothing more until step 3;
 3. the members still live walk the last ``T mod c`` steps the same way (a test after each);
 4. the members live at ``T`` (and, with ``keep_orbit = K``, those that converged after
    ``T - K``) *revisit* steps ``s0 .. T`` from the mark: the same arithmetic again, so the same
@@ -58,7 +64,7 @@ import jax.numpy as jnp
 
 from .. import observables as obs
 from ..dynamics import gd_update
-from ..pytree import tree_all_finite, tree_norm, tree_where
+from ..pytree import tree_all_finite, tree_sq_norm, tree_where
 
 PERIOD_RTOL = 1e-9
 UNROLL_MAX_COORDINATES = 16  # unroll the fused block for problems this small (elementwise work)
@@ -191,25 +197,67 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
             state = step(state)
         return state
 
+    bound = sq_norm_bound(tol)
+
     def passes(vals, g, v):
-        """The convergence test, given the gradient and the velocity (``None`` for plain GD)."""
-        return (tree_norm(g) <= tol) & ((vals["momentum"] == 0) | (tree_norm(v) <= tol))
+        """The convergence test, given the gradient and the velocity (``None`` for plain GD):
+        ``||g|| <= tol`` (and ``||v|| <= tol``), evaluated exactly as ``||g||^2 <= bound``."""
+        return (tree_sq_norm(g) <= bound) & ((vals["momentum"] == 0) | (tree_sq_norm(v) <= bound))
 
     def init(problem, vals, params0):
         p0 = _initial_params(problem, vals, params0, spec)
         v0 = jax.tree_util.tree_map(jnp.zeros_like, p0) if spec.heavy_ball else None
         return p0, v0
 
-    def fused_block(problem, vals, z, v):
-        """``c`` unguarded steps; returns the new state, whether it (and its gradient) is finite, and
-        whether it passes the convergence test (one gradient serves both tests)."""
+    def plain_step(problem, vals):
         def plain(zv):
             return gd_update(problem, zv[0], zv[1], vals["eta"], vals["momentum"], heavy_ball=spec.heavy_ball)
+        return plain
 
-        z, v = repeat(problem, spec.check_every, plain, (z, v))
+    def block_end_test(problem, vals, z, v):
+        """Whether ``(z, v)`` and its gradient are finite, and whether it passes the convergence
+        test (one gradient serves both tests)."""
         g = problem.grad(z)
         finite = tree_all_finite(z) & tree_all_finite(v) & tree_all_finite(g)
-        return z, v, finite, finite & passes(vals, g, v)
+        return finite, finite & passes(vals, g, v)
+
+    def template(problem):
+        """A state ``(z, v)`` of the trajectory's structure (its values unused)."""
+        z = problem.unflatten(jnp.zeros(problem.num_coordinates))
+        return z, (z if spec.heavy_ball else None)
+
+    def pack(problem, vals, z, v):
+        return _complex_pairs((z, v))[0]((z, v))
+
+    def unpack(problem, vals, packed):
+        return _complex_pairs(template(problem))[1](packed)
+
+    def fused_block(problem, vals, packed, live):
+        """``c`` unguarded steps from the packed state (see :func:`_complex_pairs`); returns the new
+        packed state, or the old one if the trajectory is not ``live`` or the block ended with an
+        event: a non-finite state or gradient, or a state passing the convergence test. (The steps
+        run in :func:`repeat`'s loop: inlined into the test and selection, XLA:CPU runs the chain
+        1.2-1.4x slower.)"""
+        z, v = unpack(problem, vals, packed)
+        z1, v1 = repeat(problem, spec.check_every, plain_step(problem, vals), (z, v))
+        finite, done = block_end_test(problem, vals, z1, v1)
+        go = live & finite & ~done
+        return pack(problem, vals, tree_where(go, z1, z), tree_where(go, v1, v))
+
+    def block_finite(problem, vals, z, v):
+        """Whether the block from ``(z, v)`` ends finite (with a finite gradient)."""
+        z1, v1 = repeat(problem, spec.check_every, plain_step(problem, vals), (z, v))
+        return block_end_test(problem, vals, z1, v1)[0]
+
+    def same_bits(problem, vals, x, y):
+        """Whether two (packed) states are equal bit for bit."""
+        def bits(leaf):
+            parts = (jnp.real(leaf), jnp.imag(leaf)) if jnp.iscomplexobj(leaf) else (leaf,)
+            return [jax.lax.bitcast_convert_type(p, jnp.int64) for p in parts]
+
+        pairs = zip(jax.tree_util.tree_leaves(jax.tree_util.tree_map(bits, x)),
+                    jax.tree_util.tree_leaves(jax.tree_util.tree_map(bits, y)))
+        return jnp.all(jnp.stack([jnp.all(a == b) for a, b in pairs]))
 
     def converged(problem, vals, z, v):
         return passes(vals, problem.grad(z), v)
@@ -300,9 +348,29 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
             final_params=problem.flatten(z),
         )
 
-    return dict(init=init, fused_block=fused_block, converged=converged, revisit=revisit,
+    return dict(init=init, fused_block=fused_block, converged=converged, revisit=revisit, pack=pack,
+                unpack=unpack, same_bits=same_bits, block_finite=block_finite,
                 locate=partial(walk, n=spec.check_every), remainder=partial(walk, n=spec.main_remainder),
                 finals=finals, orbit_loss=lambda problem, vals, orbit: jax.vmap(problem.flat_loss)(orbit))
+
+
+def sq_norm_bound(tol: jax.Array) -> jax.Array:
+    """The largest float64 ``x`` with ``sqrt(x) <= tol`` (in floating point), so that
+    ``sqrt(s) <= tol`` if and only if ``s <= bound`` for every float64 ``s`` (``sqrt`` is correctly
+    rounded, hence monotone). The test then needs no square root: XLA keeps a square root out of
+    a fused loop, and computes the whole block of steps again to feed it.
+
+    Start from ``tol * tol`` (within a few units in the last place of the bound, or 0 or inf when it
+    under- or overflows) and step to the bound one float at a time.
+    """
+    tol = jnp.asarray(tol, jnp.float64)
+    x = tol * tol
+    for _ in range(4):
+        x = jnp.where(jnp.sqrt(x) > tol, jnp.nextafter(x, -jnp.inf), x)
+    for _ in range(4):
+        up = jnp.nextafter(x, jnp.inf)
+        x = jnp.where(jnp.sqrt(up) <= tol, up, x)
+    return x
 
 
 def _tile_widths(tile: int, size: int) -> tuple[int, ...]:
@@ -420,39 +488,54 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
     work = dict(vals=vals, z=z0, v=v0, origin=origin, conv=jnp.where(converged0, 0, -1).astype(jnp.int64),
                 div=jnp.where(padding, 0, -1).astype(jnp.int64))  # padding rows count as settled
 
-    # 1. main phase: rounds of check blocks over tiles of the unsettled rows. A row whose block
-    #    ended non-finite or passing the convergence test keeps the block's start state and records
-    #    `event = 2 * (start step) + (1 if non-finite)`; at the end of the round its tile replays
-    #    each event block step by step and stops the row at the first event (`locate`).
+    # 1. main phase: rounds of check blocks over tiles of the running rows. A row whose block ends
+    #    with its state unchanged, bit for bit, records `event = start step of the block` and stops
+    #    advancing: the block ended with an event (the row kept its start state), or the row is on
+    #    a cycle whose length divides c. At the end of the round its tile replays each such block
+    #    step by step (`locate`): the first event stops the row; a row with no event is on a cycle,
+    #    so every later block ends in the same state: it is *paused* there, done with the main phase.
+    def running(st):
+        return unsettled(st) & ~st["paused"]
+
     def run_blocks(vals, st, first_block, n_blocks):
+        """Blocks on the packed states ``st["zv"]`` of the rows ``st["active"]``."""
         def cond(bs):
             i, s = bs
-            return (i < n_blocks) & jnp.any(unsettled(s) & (s["event"] < 0))
+            return (i < n_blocks) & jnp.any(s["active"] & (s["event"] < 0))
 
         def body(bs):
             i, s = bs
-            live = unsettled(s) & (s["event"] < 0)
-            z, v, finite, done = batched("fused_block", vals, s["z"], s["v"])
-            event = live & (done | ~finite)
-            go = live & ~event
-            kind = jnp.where(finite, 0, 1)
-            return i + 1, dict(s, z=_where(go, z, s["z"]), v=_where(go, v, s["v"]),
-                               event=jnp.where(event, 2 * (first_block + i) * c + kind, s["event"]))
+            live = s["active"] & (s["event"] < 0)
+            # materialized once: else XLA computes the block again inside the comparison below
+            zv = jax.lax.optimization_barrier(batched("fused_block", vals, s["zv"], live))
+            same = live & batched("same_bits", vals, zv, s["zv"])
+            return i + 1, dict(s, zv=zv, event=jnp.where(same, (first_block + i) * c, s["event"]))
 
         return jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int64), st))[1]
 
     def locate_rows(vals, st):
-        """Rows with an event: replayed from their event block's start, stopped at the first event.
-        The replay repeats the block's arithmetic, so it finds the event; should rounding differ at
-        the very end of the block, the block end is used."""
+        """Rows with an event block: replayed from its start, stopped at the first event; with none,
+        the row is on a cycle (its replayed block ends where it started) and is paused there, its
+        mark kept if the block starts at ``s0`` or before. Should the replay not reproduce the
+        block (different rounding), the block's own end test gives the event at its end."""
         event = st["event"] >= 0
-        start, nonfinite = st["event"] // 2, st["event"] % 2 == 1
+        start = st["event"]
         z, v, div, conv = batched("locate", vals, st["z"], st["v"], start)
-        missing = (div < 0) & (conv < 0)
-        div = jnp.where(missing & nonfinite, start + c, div)
-        conv = jnp.where(missing & ~nonfinite, start + c, conv)
+        missing = event & (div < 0) & (conv < 0)
+        cycle = missing & batched("same_bits", vals, (z, v), (st["z"], st["v"]))
+        stray = missing & ~cycle
+
+        def block_end(_):
+            return batched("block_finite", vals, st["z"], st["v"])
+
+        finite_end = jax.lax.cond(jnp.any(stray), block_end, lambda _: jnp.ones_like(event), None)
+        div = jnp.where(stray & ~finite_end, start + c, div)
+        conv = jnp.where(stray & finite_end, start + c, conv)
+        keep_mark = cycle & (start <= spec.mark_block * c)
+        mark = jax.tree_util.tree_map(lambda m, x: _where(keep_mark, x, m), st["mark"], (z, v))
         return dict(st, z=_where(event, z, st["z"]), v=_where(event, v, st["v"]),
-                    div=jnp.where(event, div, st["div"]), conv=jnp.where(event, conv, st["conv"]))
+                    div=jnp.where(event, div, st["div"]), conv=jnp.where(event, conv, st["conv"]),
+                    paused=st["paused"] | cycle, mark=mark)
 
     def locate(vals, st):
         """:func:`locate_rows` on the event rows only: gathered in groups of ``widths[-1]`` rows
@@ -464,11 +547,11 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
 
     def round_cond(rs):
         k, w, _ = rs
-        return (k < spec.main_blocks) & jnp.any(unsettled(w))
+        return (k < spec.main_blocks) & jnp.any(running(w))
 
     def compact(w, live, counts):
-        """Moves the unsettled rows to the front when that saves lanes. When every unsettled row is
-        in the first full tile, only that tile is reordered, in place (a whole-chunk reorder costs
+        """Moves the running rows to the front when that saves lanes. When every running row is in
+        the first full tile, only that tile is reordered, in place (a whole-chunk reorder costs
         about as much as a few blocks of a full chunk)."""
         fewer = tiling(jnp.sum(live))
         wanted = lanes(fewer) < lanes(counts)
@@ -484,23 +567,28 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
         the latest; once the unsettled rows fit one narrow tile, it runs on to there (or the end).
         The mark (the state at step ``s0``) starts as the initial state, for ``s0 = 0``."""
         k, w, counts = rs
-        w, counts = compact(w, unsettled(w), counts)
+        w, counts = compact(w, running(w), counts)
         until = jnp.where(k < spec.mark_block, spec.mark_block, spec.main_blocks)
         n_blocks = jnp.where(lanes(counts) <= widths[-1], until - k, jnp.minimum(spec.blocks_per_round, until - k))
 
         def advance(vals, tile):
-            st = dict(tile, event=jnp.full(tile["conv"].shape, -1, jnp.int64))
-            st = run_blocks(vals, st, k, n_blocks)
+            blocks = dict(zv=batched("pack", vals, tile["z"], tile["v"]), active=running(tile),
+                          event=jnp.full(tile["conv"].shape, -1, jnp.int64))
+            blocks = run_blocks(vals, blocks, k, n_blocks)
+            z, v = batched("unpack", vals, blocks["zv"])
+            st = dict(tile, z=z, v=v, event=blocks["event"])
             st = jax.lax.cond(jnp.any(st["event"] >= 0), locate, lambda _, s: s, vals, st)
             # the state at the start of the mark block is kept (the tail's start; rounds end there)
             mark = jax.tree_util.tree_map(lambda m, x: jnp.where(k + n_blocks == spec.mark_block, x, m),
                                           st["mark"], (st["z"], st["v"]))
-            return dict(z=st["z"], v=st["v"], conv=st["conv"], div=st["div"], mark=mark)
+            return dict(z=st["z"], v=st["v"], conv=st["conv"], div=st["div"], paused=st["paused"], mark=mark)
 
-        state = over_tiles(counts, advance, {key: w[key] for key in ("z", "v", "conv", "div", "mark")}, w["vals"])
+        keys = ("z", "v", "conv", "div", "paused", "mark")
+        state = over_tiles(counts, advance, {key: w[key] for key in keys}, w["vals"])
         return k + n_blocks, dict(w, **state), counts
 
     work["mark"] = (work["z"], work["v"])
+    work["paused"] = jnp.zeros((padded,), bool)
     start = (jnp.asarray(0, jnp.int64), work, tiling(jnp.asarray(size, jnp.int64)))
     _, work, _ = jax.lax.while_loop(round_cond, round_body, start)
 
