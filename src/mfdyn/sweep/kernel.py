@@ -210,6 +210,7 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
         return p0, v0
 
     def plain_step(problem, vals):
+        """One plain GD step on ``(z, v)`` with the trajectory's step size and momentum."""
         def plain(zv):
             return gd_update(problem, zv[0], zv[1], vals["eta"], vals["momentum"], heavy_ball=spec.heavy_ball)
         return plain
@@ -282,7 +283,7 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
             for j in range(n):
                 r = r0 + j + 1
                 live = first < 0
-                z1, v1 = gd_update(problem, z, v, vals["eta"], vals["momentum"], heavy_ball=spec.heavy_ball)
+                z1, v1 = plain_step(problem, vals)((z, v))
                 g = problem.grad(z1)
                 state_ok = tree_all_finite(z1) & tree_all_finite(v1)
                 good = state_ok & tree_all_finite(g)
@@ -312,8 +313,7 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
         ref = problem.flatten(z_end)
         bound = PERIOD_RTOL * jnp.linalg.norm(ref)
 
-        def plain(zv):
-            return gd_update(problem, zv[0], zv[1], vals["eta"], vals["momentum"], heavy_ball=spec.heavy_ball)
+        plain = plain_step(problem, vals)
 
         def compare(t, flat, best):
             k = (T - t).astype(best.dtype)
