@@ -202,6 +202,8 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
     def passes(vals, g, v):
         """The convergence test, given the gradient and the velocity (``None`` for plain GD):
         ``||g|| <= tol`` (and ``||v|| <= tol``), evaluated exactly as ``||g||^2 <= bound``."""
+        if not spec.heavy_ball:
+            return tree_sq_norm(g) <= bound
         return (tree_sq_norm(g) <= bound) & ((vals["momentum"] == 0) | (tree_sq_norm(v) <= bound))
 
     def init(problem, vals, params0):
@@ -212,7 +214,8 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
     def plain_step(problem, vals):
         """One plain GD step on ``(z, v)`` with the trajectory's step size and momentum."""
         def plain(zv):
-            return gd_update(problem, zv[0], zv[1], vals["eta"], vals["momentum"], heavy_ball=spec.heavy_ball)
+            momentum = vals["momentum"] if spec.heavy_ball else 0.0  # (unused by plain GD)
+            return gd_update(problem, zv[0], zv[1], vals["eta"], momentum, heavy_ball=spec.heavy_ball)
         return plain
 
     def block_end_test(problem, vals, z, v):
@@ -485,6 +488,8 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
     padding = origin >= size
     z0, v0 = batched("init", vals, params0, arg_axes=(None,))
     converged0 = batched("converged", vals, z0, v0) & ~padding
+    # the rows carry only what the steps read (the initialization axes are done with)
+    vals = {k: x for k, x in vals.items() if k in ("eta", *spec.const_names) or (k == "momentum" and spec.heavy_ball)}
     work = dict(vals=vals, z=z0, v=v0, origin=origin, conv=jnp.where(converged0, 0, -1).astype(jnp.int64),
                 div=jnp.where(padding, 0, -1).astype(jnp.int64))  # padding rows count as settled
 
