@@ -236,6 +236,24 @@ def test_live_first_is_a_stable_partition():
         np.testing.assert_array_equal(np.asarray(got["x"]), x[order])
 
 
+def test_on_selected_changes_exactly_the_selected_rows():
+    """``fn`` applied to the mask rows in groups (the last group partly empty, sizes not multiples
+    of the group), the other rows untouched; against NumPy."""
+    import jax.numpy as jnp
+
+    from mfdyn.sweep import kernel
+
+    rng = np.random.default_rng(5)
+    for n, group in ((1, 4), (10, 4), (37, 8), (64, 8)):
+        for density in (0.0, 0.3, 1.0):
+            mask = rng.uniform(size=n) < density
+            x, c = rng.standard_normal((n, 2)), rng.standard_normal(n)
+            got = kernel._on_selected(jnp.asarray(mask), group, lambda c_rows, t: {"x": t["x"] * 2 + c_rows[:, None]},
+                                      jnp.asarray(c), {"x": jnp.asarray(x)})
+            want = np.where(mask[:, None], x * 2 + c[:, None], x)
+            np.testing.assert_array_equal(np.asarray(got["x"]), want)
+
+
 def test_complex_pairs_round_trip_is_exact():
     import jax.numpy as jnp
 

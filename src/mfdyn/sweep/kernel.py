@@ -236,6 +236,11 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
     def unpack(problem, vals, packed):
         return _complex_pairs(template(problem))[1](packed)
 
+    def block(problem, vals, z, v):
+        """``c`` unguarded steps from ``(z, v)``: the end state and its :func:`block_end_test`."""
+        z1, v1 = repeat(problem, spec.check_every, plain_step(problem, vals), (z, v))
+        return (z1, v1), block_end_test(problem, vals, z1, v1)
+
     def fused_block(problem, vals, packed, live):
         """``c`` unguarded steps from the packed state (see :func:`_complex_pairs`); returns the new
         packed state, or the old one if the trajectory is not ``live`` or the block ended with an
@@ -243,15 +248,13 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
         run in :func:`repeat`'s loop: inlined into the test and selection, XLA:CPU runs the chain
         1.2-1.4x slower.)"""
         z, v = unpack(problem, vals, packed)
-        z1, v1 = repeat(problem, spec.check_every, plain_step(problem, vals), (z, v))
-        finite, done = block_end_test(problem, vals, z1, v1)
+        (z1, v1), (finite, done) = block(problem, vals, z, v)
         go = live & finite & ~done
         return pack(problem, vals, tree_where(go, z1, z), tree_where(go, v1, v))
 
     def block_finite(problem, vals, z, v):
         """Whether the block from ``(z, v)`` ends finite (with a finite gradient)."""
-        z1, v1 = repeat(problem, spec.check_every, plain_step(problem, vals), (z, v))
-        return block_end_test(problem, vals, z1, v1)[0]
+        return block(problem, vals, z, v)[1][0]
 
     def same_bits(problem, vals, x, y):
         """Whether two (packed) states are equal bit for bit."""
@@ -392,14 +395,20 @@ def _set_rows(tree: Any, start: jax.Array, rows: Any) -> Any:
     return jax.tree_util.tree_map(lambda x, r: jax.lax.dynamic_update_slice_in_dim(x, r, start, axis=0), tree, rows)
 
 
+def _stable_order(mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The row order with the ``mask`` rows first, each group in its previous order (one prefix sum
+    and one scatter), and the number of ``mask`` rows."""
+    n = mask.shape[0]
+    inclusive = jax.lax.associative_scan(jnp.add, mask.astype(jnp.int32))
+    row = jnp.arange(n, dtype=jnp.int32)
+    dest = jnp.where(mask, inclusive - 1, inclusive[-1] + row - inclusive)
+    return jnp.zeros(n, jnp.int32).at[dest].set(row, unique_indices=True), inclusive[-1]
+
+
 def _live_first(tree: Any, live: jax.Array) -> Any:
     """Every leaf's rows reordered: the ``live`` rows first, each group in its previous order
-    (a stable partition: one prefix sum, one scatter of the permutation, one gather per leaf)."""
-    n = live.shape[0]
-    inclusive = jax.lax.associative_scan(jnp.add, live.astype(jnp.int32))
-    row = jnp.arange(n, dtype=jnp.int32)
-    dest = jnp.where(live, inclusive - 1, inclusive[-1] + row - inclusive)
-    order = jnp.zeros(n, jnp.int32).at[dest].set(row, unique_indices=True)
+    (a stable partition: :func:`_stable_order`, then one gather per leaf)."""
+    order, _ = _stable_order(live)
     return jax.tree_util.tree_map(lambda x: jnp.take(x, order, axis=0, unique_indices=True), tree)
 
 
@@ -408,15 +417,13 @@ def _on_selected(mask: jax.Array, group: int, fn: Callable, const: Any, tree: An
     ``group`` rows at a time (the other rows are neither read by ``fn`` nor changed; ``const`` is
     only read). ``fn`` maps rows to rows of the same structure, each row independently."""
     n = mask.shape[0]
-    inclusive = jax.lax.associative_scan(jnp.add, mask.astype(jnp.int32))
-    row = jnp.arange(n, dtype=jnp.int32)
-    count = inclusive[-1]
-    selected = jnp.zeros(n + group, jnp.int32).at[jnp.where(mask, inclusive - 1, n + group)].set(row, mode="drop")
+    order, count = _stable_order(mask)
+    selected = jnp.concatenate([order, jnp.full(group, n, jnp.int32)])  # the last group may run past n
 
     def body(j, tree):
         lane = j * group + jnp.arange(group, dtype=jnp.int32)
         idx = jax.lax.dynamic_slice_in_dim(selected, j * group, group)
-        out = fn(*jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), (const, tree)))
+        out = fn(*jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0, mode="clip"), (const, tree)))
         dest = jnp.where(lane < count, idx, n)  # unused lanes of the last group: dropped
         return jax.tree_util.tree_map(lambda x, r: x.at[dest].set(r, mode="drop", unique_indices=True), tree, out)
 
@@ -569,7 +576,7 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
 
     def round_body(rs):
         """One round over the current tiles, after a compaction. A round ends at the mark block at
-        the latest; once the unsettled rows fit one narrow tile, it runs on to there (or the end).
+        the latest; once the running rows fit one narrow tile, it runs on to there (or the end).
         The mark (the state at step ``s0``) starts as the initial state, for ``s0 = 0``."""
         k, w, counts = rs
         w, counts = compact(w, running(w), counts)
@@ -622,17 +629,16 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
         work, revisited, live = _live_first((work, revisited, live), revisited)
     if spec.max_period or spec.keep_orbit:
         def revisit(const, acc):
-            vals, tile, rows = const
+            tile, rows = const
             period, orbit = acc
             stop = jnp.where(tile["conv"] >= 0, tile["conv"], spec.steps + 1)
-            found, trace = batched("revisit", vals, tile["mark"][0], tile["mark"][1], tile["z"], stop)
+            found, trace = batched("revisit", tile["vals"], tile["mark"][0], tile["mark"][1], tile["z"], stop)
             period = jnp.where(rows & unsettled(tile), found, period)
             if spec.keep_orbit:
                 orbit = _where(rows, trace, orbit)
             return period, orbit
 
-        period, orbit = over_tiles(tiling(jnp.sum(revisited)), revisit, (period, orbit),
-                                   (work["vals"], work, revisited))
+        period, orbit = over_tiles(tiling(jnp.sum(revisited)), revisit, (period, orbit), (work, revisited))
 
     # 3. period detection and the final observables, then back to the chunk's order
     live = (work["conv"] < 0) & (work["div"] < 0)
