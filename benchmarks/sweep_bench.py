@@ -138,6 +138,11 @@ def bench_scalar(n_total: int, steps: int) -> dict:
     kw = dict(progress=False, chunk=chunk)
     mfdyn.sweep(problem, {k: v[:4] for k, v in axes.items()}, steps, **kw)  # compile the same chunk shape
     t_sweep, ds = timed(lambda: mfdyn.sweep(problem, axes, steps, **kw), repeat=3)
+    # the same sweep on worker processes: the first call starts the pool (and its workers compile)
+    kw_proc = dict(kw, scheduler="processes")
+    t_proc_start, _ = timed(lambda: mfdyn.sweep(problem, {k: v[:4] for k, v in axes.items()}, steps, **kw_proc))
+    t_proc, ds_proc = timed(lambda: mfdyn.sweep(problem, axes, steps, **kw_proc), repeat=3)
+    proc_identical = bool(ds.identical(ds_proc))
     settled = np.where(ds.steps_to_converge.values >= 0, ds.steps_to_converge.values,
                        np.where(ds.diverged_at.values >= 0, ds.diverged_at.values, steps))
     executed = float(np.minimum(settled, steps).sum())  # steps each trajectory needed (the rest is skipped)
@@ -155,6 +160,7 @@ def bench_scalar(n_total: int, steps: int) -> dict:
     kw_slow = dict(kw, tol=1e-300)
     mfdyn.sweep(problem, {k: v[:4] for k, v in slow.items()}, steps, **kw_slow)
     t_slow, ds_slow = timed(lambda: mfdyn.sweep(problem, slow, steps, **kw_slow), repeat=2)
+    t_slow_proc, _ = timed(lambda: mfdyn.sweep(problem, slow, steps, **dict(kw_slow, scheduler="processes")), repeat=2)
     counts = {str(k): int(c) for k, c in zip(*np.unique(ds.outcome.values, return_counts=True))}
     counts_slow = {str(k): int(c) for k, c in zip(*np.unique(ds_slow.outcome.values, return_counts=True))}
     ts = n * steps
@@ -163,7 +169,11 @@ def bench_scalar(n_total: int, steps: int) -> dict:
             "sweep_traj_steps_per_s": ts / t_sweep, "numpy_traj_steps_per_s": ts / t_np,
             "numpy_tracked_traj_steps_per_s": ts / t_np_tracked, "numba_traj_steps_per_s": ts / t_nb,
             "speedup_vs_numpy": t_np / t_sweep, "speedup_vs_numpy_tracked": t_np_tracked / t_sweep,
-            "time_ratio_vs_fused": t_sweep / t_nb, "outcomes": counts, "numpy_tracked_step_agreement": agree,
+            "time_ratio_vs_fused": t_sweep / t_nb, "outcomes": counts,
+            "sweep_processes_s": t_proc, "processes_start_and_compile_s": t_proc_start,
+            "processes_identical_to_threads": proc_identical,
+            "sweep_processes_traj_steps_per_s": ts / t_proc, "speedup_vs_numpy_processes": t_np / t_proc,
+            "time_ratio_vs_fused_processes": t_proc / t_nb, "no_settling_processes_s": t_slow_proc, "numpy_tracked_step_agreement": agree,
             "fused_vs_numpy_bitwise_agreement": fused_agree,
             "executed_fraction": executed / ts, "executed_traj_steps_per_s": executed / t_sweep,
             "no_settling_sweep_s": t_slow, "no_settling_time_ratio_vs_fused": t_slow / t_nb,
@@ -172,7 +182,9 @@ def bench_scalar(n_total: int, steps: int) -> dict:
                     "result assembly; traj-steps/s are nominal (trajectories x steps): the engine stops a "
                     "trajectory once it settled, which the baselines do not. NumPy loops run single-threaded "
                     "on the whole vector; numba uses all cores. No-settling: eta in [1e-4, 2e-4] and "
-                    "tol = 1e-300, so every trajectory runs all steps (pure kernel speed)."}
+                    "tol = 1e-300, so every trajectory runs all steps (pure kernel speed). 'processes': "
+                    "scheduler='processes', one pinned worker process per core, started once per session "
+                    "(processes_start_and_compile_s: the first, 4-point sweep, incl. the workers' compilation)."}
 
 
 def deep_flops_per_step(d: int, L: int) -> float:
@@ -266,8 +278,12 @@ def table(s: dict, dp: dict, c: dict, scale: float) -> str:
     rows = [
         "| benchmark | size | result | target |",
         "|---|---|---|---|",
-        f"| scalar sweep: engine, all tracking | {n} traj x {T} steps, {s['threads']} cores, chunk {s['chunk']} | "
-        f"{s['sweep_traj_steps_per_s']:.3g} traj-steps/s ({s['sweep_s']:.2f} s) | |",
+        f"| scalar sweep: engine, all tracking, threads (default) | {n} traj x {T} steps, {s['threads']} cores, "
+        f"chunk {s['chunk']} | {s['sweep_traj_steps_per_s']:.3g} traj-steps/s ({s['sweep_s']:.2f} s) | |",
+        f"| the same on worker processes (`scheduler=\"processes\"`) | same | "
+        f"{s['sweep_processes_traj_steps_per_s']:.3g} traj-steps/s ({s['sweep_processes_s']:.2f} s; the pool's start "
+        f"and compilation, once per session: {s['processes_start_and_compile_s']:.1f} s; results identical to "
+        f"threads: {'yes' if s['processes_identical_to_threads'] else 'NO'}) | |",
         f"| (i) NumPy loop over the whole vector, update only | same, 1 core | "
         f"{s['numpy_traj_steps_per_s']:.3g} traj-steps/s ({s['numpy_s']:.2f} s) | |",
         f"| (i') NumPy loop with the engine's outcomes | same, 1 core | "
@@ -275,15 +291,18 @@ def table(s: dict, dp: dict, c: dict, scale: float) -> str:
         f"| (ii) numba prange fused, blocks of 512, no tracking | same, {s['threads']} cores | "
         f"{s['numba_traj_steps_per_s']:.3g} traj-steps/s ({s['numba_fused_s']:.2f} s; final states equal the "
         f"NumPy loop's bit for bit for {100 * s['fused_vs_numpy_bitwise_agreement']:.2f}% of points) | |",
-        f"| **speedup vs NumPy (i)** | | **{s['speedup_vs_numpy']:.1f}x** | >= 20x |",
+        f"| **speedup vs NumPy (i)**, threads / processes | | **{s['speedup_vs_numpy']:.1f}x / "
+        f"{s['speedup_vs_numpy_processes']:.1f}x** | >= 20x |",
         f"| speedup vs NumPy with outcomes (i') | | {s['speedup_vs_numpy_tracked']:.1f}x (its divergence and "
         f"convergence steps equal the engine's for {100 * s['numpy_tracked_step_agreement']:.2f}% of points) | |",
-        f"| **time vs fused reference (ii)** | | **{s['time_ratio_vs_fused']:.2f}x** | <= 1.5x |",
+        f"| **time vs fused reference (ii)**, threads / processes | | **{s['time_ratio_vs_fused']:.2f}x / "
+        f"{s['time_ratio_vs_fused_processes']:.2f}x** | <= 1.5x |",
         f"| steps up to settling (all steps if never; the engine skips the rest, and the rest of a "
         f"cycle that repeats within a check block) | | {100 * s['executed_fraction']:.1f}% of nominal "
         f"({s['executed_traj_steps_per_s']:.3g} such traj-steps/s) | |",
         f"| no trajectory settles (eta in [1e-4, 2e-4], tol 1e-300) | {n} traj x {T} steps | "
-        f"{s['no_settling_sweep_s']:.2f} s = {s['no_settling_time_ratio_vs_fused']:.2f}x the fused reference | |",
+        f"{s['no_settling_sweep_s']:.2f} s = {s['no_settling_time_ratio_vs_fused']:.2f}x the fused reference "
+        f"(processes: {s['no_settling_processes_s']:.2f} s) | |",
         f"| deep L=4, d=8 | {dp['seeds']} seeds x {dp['steps']} steps | {dp['traj_steps_per_s']:.3g} traj-steps/s, "
         f"{dp['gflops']:.2f} GFLOP/s | |",
         f"| batched 8x8 matmul, measured (XLA / NumPy) | 65536 x (8x8 @ 8x8) | "

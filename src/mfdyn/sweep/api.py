@@ -23,12 +23,13 @@ from ..errors import InputError
 from ..problems import Problem, ScalarFactorization
 from . import store as st
 from .classify import OUTCOMES, decode
-from .distribute import ChunkJob, LANE, local_workers, padded_size, run_dask, run_local
+from .distribute import ChunkJob, LANE, local_workers, padded_size, run_dask, run_local, run_processes
 from .grid import Grid, _axis_values, chunk_ranges, make_grid
 from .kernel import KernelSpec
 from .progress import SweepProgress
 
 STEP_AXES = ("eta", "momentum")
+LOCAL_SCHEDULERS = ("threads", "processes")
 NONNEGATIVE_CONSTANTS = ("quartic", "weight_decay", "balance")
 CACHE_BYTES = 4 << 20  # a tile's hot working set is kept under this (L2 + a share of L3)
 TILES_PER_CHUNK = 8
@@ -295,11 +296,18 @@ def sweep(
 
     ``chunk``: trajectories per chunk, the unit of storage, resumption and distribution (default:
     8 cache-sized tiles, at most a quarter of a worker's share); ``workers``: local
-    threads (default: all cores); ``store="out.zarr"``: write chunk by chunk, resume on a second call
-    with the same arguments, refuse a store of another configuration; ``scheduler``: a Dask
-    ``Client`` or ``"tcp://host:port"`` to run chunks on a cluster. The result is bitwise identical
-    for any ``chunk``, ``workers``, ``scheduler`` and interruption.
+    threads or processes (default: all cores); ``store="out.zarr"``: write chunk by chunk, resume on
+    a second call with the same arguments, refuse a store of another configuration; ``scheduler``:
+    ``None`` (or ``"threads"``) runs the chunks in this process on all local cores;
+    ``"processes"`` on a pool of local worker processes, one per core, started on first use (about
+    2 s) and kept for the session (:mod:`mfdyn.sweep.processes`: faster for large sweeps, as threads of
+    one process contend for XLA's thread pool); a Dask ``Client`` or ``"tcp://host:port"`` runs
+    them on a cluster. The result is bitwise identical for any ``chunk``, ``workers``,
+    ``scheduler`` and interruption.
     """
+    if isinstance(scheduler, str) and scheduler not in LOCAL_SCHEDULERS and "://" not in scheduler:
+        raise InputError(f"scheduler must be one of {LOCAL_SCHEDULERS}, an address like 'tcp://host:port' or a "
+                         f"dask Client, got {scheduler!r}")
     plan = plan_sweep(problem, axes, steps, tol=tol, max_period=max_period, keep_orbit=keep_orbit, chunk=chunk,
                       init_kind=init_kind, params0=params0, check_every=check_every, sharpness=sharpness,
                       workers=workers)
@@ -313,11 +321,14 @@ def sweep(
     if store is None:
         done = np.zeros(len(ranges), dtype=np.int8)
     todo = [i for i in range(len(ranges)) if not done[i]]
-    pieces = [(i, partial(_chunk_values, grid, ranges[i], plan.job.spec)) for i in todo]
-    if scheduler is None:
-        runner = run_local(plan.job, pieces, workers)
+    pieces = [(i, ranges[i]) for i in todo]
+    values_of = partial(_chunk_values, grid, spec=plan.job.spec)  # (called where the chunk runs)
+    if scheduler is None or scheduler == "threads":
+        runner = run_local(plan.job, values_of, pieces, workers)
+    elif scheduler == "processes":
+        runner = run_processes(plan.job, values_of, pieces, workers)
     else:
-        runner = run_dask(plan.job, pieces, scheduler, key_prefix=f"mfdyn-sweep-{plan.fingerprint}-{uuid.uuid4().hex[:8]}")
+        runner = run_dask(plan.job, values_of, pieces, scheduler, key_prefix=f"mfdyn-sweep-{plan.fingerprint}-{uuid.uuid4().hex[:8]}")
     # in memory every chunk is run and overwrites its rows: no fill needed
     flat = st.empty_results(grid.size, plan.layout, fill=False) if path is None else None
     if flat is not None:
@@ -340,7 +351,7 @@ def sweep(
     return st.gridded(flat, grid, plan.layout, _attrs(plan.config))
 
 
-def _chunk_values(grid: Grid, bounds: tuple[int, int], spec: KernelSpec) -> dict[str, np.ndarray]:
+def _chunk_values(grid: Grid, bounds: tuple[int, int], *, spec: KernelSpec) -> dict[str, np.ndarray]:
     """The per-point axis values of the chunk ``bounds`` (built where the chunk runs)."""
     return _with_defaults(grid.values(*bounds), spec)
 

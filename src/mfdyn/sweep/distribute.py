@@ -1,4 +1,5 @@
-"""Running sweep chunks: in-process on all local cores, or as Dask tasks on a cluster.
+"""Running sweep chunks: in-process on all local cores, on local worker processes, or as Dask tasks
+on a cluster.
 
 A chunk is a pure function of ``(job, per-point axis values)``: workers compile the kernel once per
 process and return numpy arrays; the caller collects them in completion order. Because every
@@ -64,14 +65,15 @@ def compute_chunk(job: ChunkJob, values: dict[str, np.ndarray]) -> dict[str, np.
     return out
 
 
-Piece = tuple[int, Callable[[], dict[str, np.ndarray]]]  # (chunk index, its per-point axis values)
+Piece = tuple[int, tuple[int, int]]  # (chunk index, its bounds in the flat grid)
+ValuesOf = Callable[[tuple[int, int]], dict[str, np.ndarray]]  # a chunk's per-point axis values from its bounds
 
 
 def local_workers(workers: int | None) -> int:
     return max(1, workers if workers is not None else (os.cpu_count() or 1))
 
 
-def run_local(job: ChunkJob, pieces: list[Piece], workers: int | None) -> Iterator[tuple[int, dict]]:
+def run_local(job: ChunkJob, values_of: ValuesOf, pieces: list[Piece], workers: int | None) -> Iterator[tuple[int, dict]]:
     """Chunks on a thread pool, one chunk per core at a time (XLA releases the GIL while running).
 
     The kernel is compiled first, once, so that the threads share it (a chunk run alone for that
@@ -79,16 +81,27 @@ def run_local(job: ChunkJob, pieces: list[Piece], workers: int | None) -> Iterat
     """
     if not pieces:
         return
-    compile_kernel(job, pieces[0][1]())
+    compile_kernel(job, values_of(pieces[0][1]))
     with ThreadPoolExecutor(max_workers=local_workers(workers)) as pool:
         # a chunk's values are built by its thread
-        futures = {pool.submit(lambda values: compute_chunk(job, values()), vals): idx for idx, vals in pieces}
+        futures = {pool.submit(lambda bounds: compute_chunk(job, values_of(bounds)), bounds): idx for idx, bounds in pieces}
         try:
             for fut in as_completed(futures):
                 yield futures[fut], fut.result()
         finally:
             for fut in futures:
                 fut.cancel()
+
+
+def run_processes(job: ChunkJob, values_of: ValuesOf, pieces: list[Piece], workers: int | None) -> Iterator[tuple[int, dict]]:
+    """Chunks on the session's pool of local worker processes, one per core
+    (:mod:`mfdyn.sweep.processes`); what no worker can run runs in this process."""
+    from .processes import worker_pool
+
+    if not pieces:
+        return
+    yield from worker_pool(local_workers(workers)).run(job, values_of, pieces,
+                                                       lambda left: run_local(job, values_of, left, workers))
 
 
 def dask_client(scheduler: Any):
@@ -105,15 +118,16 @@ def dask_client(scheduler: Any):
     raise InputError(f"scheduler must be None, an address like 'tcp://host:port' or a dask Client, got {scheduler!r}")
 
 
-def run_dask(job: ChunkJob, pieces: list[Piece], scheduler: Any, key_prefix: str) -> Iterator[tuple[int, dict]]:
+def run_dask(job: ChunkJob, values_of: ValuesOf, pieces: list[Piece], scheduler: Any,
+             key_prefix: str) -> Iterator[tuple[int, dict]]:
     """Chunks as Dask tasks; a task lost with its worker is rerun elsewhere by the scheduler."""
     from dask.distributed import as_completed as dask_completed
 
     client, owned = dask_client(scheduler)
     try:
         futures = {}
-        for idx, vals in pieces:
-            fut = client.submit(compute_chunk, job, vals(), key=f"{key_prefix}-{idx}", pure=False, retries=3)
+        for idx, bounds in pieces:
+            fut = client.submit(compute_chunk, job, values_of(bounds), key=f"{key_prefix}-{idx}", pure=False, retries=3)
             futures[fut.key] = (idx, fut)
         for fut in dask_completed([f for _, f in futures.values()]):
             idx = futures[fut.key][0]
