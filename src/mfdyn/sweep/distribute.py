@@ -115,7 +115,8 @@ def dask_client(scheduler: Any):
             return Client(scheduler, timeout=CONNECT_TIMEOUT), True
         except Exception as exc:  # noqa: BLE001 - any connection failure is bad input
             raise InputError(f"scheduler {scheduler!r} could not be reached ({type(exc).__name__}: {exc})") from None
-    raise InputError(f"scheduler must be None, an address like 'tcp://host:port' or a dask Client, got {scheduler!r}")
+    raise InputError(f"scheduler must be None, 'threads', 'processes', an address like 'tcp://host:port' or a dask "
+                     f"Client, got {scheduler!r}")
 
 
 def run_dask(job: ChunkJob, values_of: ValuesOf, pieces: list[Piece], scheduler: Any,
