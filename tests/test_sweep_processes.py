@@ -74,3 +74,36 @@ def test_an_unknown_local_scheduler_is_bad_input():
     with pytest.raises(mfdyn.InputError, match="scheduler must be one of"):
         mfdyn.sweep(mfdyn.ScalarFactorization(1.0), {"eta": [0.1], "a": [1.0], "b": [1.0]}, 5,
                     scheduler="process", progress=False)
+
+
+def _failing_values(bounds):
+    raise ValueError(f"no values for {bounds}")
+
+
+def test_an_error_in_a_worker_process_is_raised_and_the_pool_replaced():
+    plan = api.plan_sweep(mfdyn.ScalarFactorization(1.0), AXES, 50, tol=1e-12, max_period=8, keep_orbit=0,
+                          chunk=64, init_kind="normal", params0=None, check_every=16, sharpness=False, workers=2)
+    pool = processes.worker_pool(2)
+    pieces = list(enumerate(api.chunk_ranges(plan.grid.size, plan.chunk)))
+    with pytest.raises(RuntimeError, match=r"failed on chunk \d+: ValueError: no values for"):
+        list(distribute.run_processes(plan.job, _failing_values, pieces, 2))
+    assert not pool.healthy() and processes.worker_pool(2) is not pool
+
+
+def test_results_cross_the_shared_buffer_exactly_or_not_at_all():
+    worker = importlib.import_module("mfdyn.sweep.worker")
+    import mmap
+
+    buffer = mmap.mmap(-1, 1 << 16)
+    rng = np.random.default_rng(0)
+    results = {"x": rng.normal(size=(100, 3)), "code": rng.integers(0, 5, 100).astype(np.int8),
+               "n": np.arange(7, dtype=np.int64)}
+    for half in (0, 1):
+        layout = worker.write_results(buffer, half, results)
+        assert all((half << 15) <= start < ((half + 1) << 15) for *_, start in layout)
+        got = worker.view_results(buffer, layout)
+        for name, x in results.items():
+            assert got[name].dtype == x.dtype and not got[name].flags.writeable
+            np.testing.assert_array_equal(got[name], x)
+        del got
+    assert worker.write_results(buffer, 0, {"big": np.zeros(1 << 13)}) is None  # 64 KiB > one half

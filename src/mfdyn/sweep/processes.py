@@ -58,7 +58,9 @@ class _Worker:
         cache = jax.config.jax_compilation_cache_dir
         fd = _results_file()
         pin = f"os.sched_setaffinity(0, {{{cpu}}}); " if cpu is not None else ""
-        code = f"import os; {pin}from mfdyn.sweep.worker import main; main({cache!r}, {fd})"
+        # the parent's import path: jobs may refer to its modules (a factory defined in a test module)
+        code = (f"import os, sys; {pin}sys.path[:] = {sys.path!r}; "
+                f"from mfdyn.sweep.worker import main; main({cache!r}, {fd})")
         env = {**MALLOC_SETTINGS, **os.environ}
         try:
             self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
@@ -98,6 +100,8 @@ class _Worker:
         except (OSError, subprocess.TimeoutExpired):
             self.process.kill()
             self.process.wait()
+        for free in self.free:  # a feeder waiting for a half goes on, and finds the worker gone
+            free.release()
         try:
             self.results.close()
         except BufferError:  # results still viewed: the mapping goes with the last view

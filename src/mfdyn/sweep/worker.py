@@ -110,12 +110,17 @@ def main(cache_dir: str | None, results_fd: int) -> None:
     while (message := receive(protocol_in)) is not None:
         if message[0] == "job":
             _, job_id, payload = message
-            jobs[job_id] = pickle.loads(payload)
+            try:
+                jobs[job_id] = pickle.loads(payload)
+            except Exception as exc:  # noqa: BLE001 - reported with each of the job's chunks
+                jobs[job_id] = exc
             for old in list(jobs)[:-KEPT_JOBS]:
                 del jobs[old]
             continue
         _, job_id, token, idx, bounds, half = message
         try:
+            if isinstance(jobs[job_id], Exception):
+                raise RuntimeError(f"the job could not be loaded: {jobs[job_id]!r}")
             job, values_of = jobs[job_id]
             results = compute_chunk(job, values_of(bounds))
             layout = write_results(buffer, half, results)
