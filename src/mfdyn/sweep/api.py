@@ -358,9 +358,9 @@ def _chunk_values(grid: Grid, bounds: tuple[int, int], *, spec: KernelSpec) -> d
 
 
 def _with_defaults(values: dict[str, np.ndarray], spec: KernelSpec) -> dict[str, np.ndarray]:
-    """Fill the axes the kernel always reads: ``momentum = 0``; random init ``seed = 0``, ``scale = 1``."""
+    """Fill the axes the kernel reads: ``momentum = 0`` (heavy-ball steps); random init ``seed = 0``, ``scale = 1``."""
     n = len(next(iter(values.values())))
-    defaults = {"momentum": np.zeros(n)}
+    defaults = {"momentum": np.zeros(n)} if spec.heavy_ball else {}  # (plain GD steps read no momentum)
     if spec.init == "random":
         defaults.update(seed=np.zeros(n, np.int64), scale=np.ones(n))
     return {**defaults, **values}

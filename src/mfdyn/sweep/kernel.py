@@ -474,8 +474,9 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
               factory: Callable | None = None) -> dict:
     """Run a chunk: ``values[name]`` holds one entry per trajectory (all of the same length ``C``).
 
-    ``values`` must hold ``eta`` and ``momentum``, the initialization axes of ``spec.init`` and the
-    swept constants ``spec.const_names``. Returns a dict of arrays with leading dimension ``C``.
+    ``values`` must hold ``eta``, ``momentum`` (if ``spec.heavy_ball``), the initialization axes
+    of ``spec.init`` and the swept constants ``spec.const_names``. Returns a dict of arrays with
+    leading dimension ``C``.
 
     The rows are kept in a *working order*: a compaction moves the unsettled rows to the front
     (:func:`_live_first`, with their inputs and their original row ``origin``), so every tile is a
@@ -614,9 +615,10 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
         wide = widths[0]
         local = lanes(counts) <= wide
         w = jax.lax.cond(wanted & ~local, lambda: _live_first(w, live), lambda: w)
-        head = _rows(w, 0, wide)
-        head = tree_where(wanted & local, _live_first(head, live[:wide]), head)
-        return _set_rows(w, 0, head), jax.tree_util.tree_map(lambda a, b: jnp.where(wanted, a, b), fewer, counts)
+        # (under a cond, not a selection: the reorder costs 3.5% of the scalar benchmark's kernel)
+        w = jax.lax.cond(wanted & local, lambda w: _set_rows(w, 0, _live_first(_rows(w, 0, wide), live[:wide])),
+                         lambda w: w, w)
+        return w, jax.tree_util.tree_map(lambda a, b: jnp.where(wanted, a, b), fewer, counts)
 
     def round_body(rs):
         """One round over the current tiles, after a compaction. A round ends at the mark block at
