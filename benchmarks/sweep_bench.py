@@ -146,7 +146,7 @@ def bench_scalar(n_total: int, steps: int) -> dict:
     settled = np.where(ds.steps_to_converge.values >= 0, ds.steps_to_converge.values,
                        np.where(ds.diverged_at.values >= 0, ds.diverged_at.values, steps))
     executed = float(np.minimum(settled, steps).sum())  # steps each trajectory needed (the rest is skipped)
-    t_np, (np_a, np_b) = timed(numpy_loop, eta, a, b, steps)
+    t_np, (np_a, np_b) = timed(numpy_loop, eta, a, b, steps, repeat=3)  # (best of 3, as the engine)
     t_np_tracked, (np_div, np_conv, _) = timed(numpy_tracked_loop, eta, a, b, steps)
     # the tracked baseline must really do the engine's job: same divergence and convergence steps
     agree = float(np.mean((np_div == ds.diverged_at.values.ravel()) & (np_conv == ds.steps_to_converge.values.ravel())))

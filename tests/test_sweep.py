@@ -352,6 +352,31 @@ def test_zipped_axes():
             np.testing.assert_allclose(ds.final_params.values[i, 1], traj["params"][-1], rtol=1e-12)
 
 
+def test_grid_values_of_any_range_match_unravel_index():
+    """A chunk's per-point values (built run by run) equal the slow reference: the multi-index of each
+    point in C order, then a gather per axis; zipped axes share their dimension's index."""
+    from mfdyn.sweep.grid import make_grid
+
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        axes = {}
+        for d in range(int(rng.integers(1, 4))):
+            n = int(rng.integers(1, 6))
+            axes[f"x{d}"] = mfdyn.zipped(**{f"p{d}": rng.random(n), f"s{d}": rng.integers(0, 9, n)}) if d == 1 \
+                else rng.random(n)
+        grid = make_grid(axes)
+        for _ in range(4):
+            start = int(rng.integers(0, grid.size + 1))
+            stop = int(rng.integers(start, grid.size + 1))
+            index = np.unravel_index(np.arange(start, stop), grid.shape)
+            want = {n: vals[n][i] for (_, vals), i in zip(grid.dims, index) for n in vals}
+            got = grid.values(start, stop)
+            assert list(got) == list(want)
+            for name in want:
+                assert got[name].dtype == want[name].dtype
+                np.testing.assert_array_equal(got[name], want[name])
+
+
 def test_momentum_matches_gd():
     ds = mfdyn.sweep(SCALAR, {"eta": [0.1], "momentum": [0.0, 0.5], "a": [1.3], "b": [0.2]}, 50, tol=1e-30,
                      chunk=CHUNK, progress=False)
