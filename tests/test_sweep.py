@@ -377,6 +377,27 @@ def test_grid_values_of_any_range_match_unravel_index():
                 np.testing.assert_array_equal(got[name], want[name])
 
 
+def test_classify_precedence_same_in_numpy_and_in_the_kernel():
+    """Diverged beats converged beats periodic (period >= 2) / unfinished (period 1) / bounded; a
+    period is kept only for periodic rows; the kernel's jax.numpy evaluation gives the same codes."""
+    import jax.numpy as jnp
+
+    from mfdyn.sweep.classify import CODES, classify
+
+    div = np.array([-1, -1, -1, -1, 5, 3, -1])
+    conv = np.array([-1, -1, -1, 7, -1, 2, 4])
+    period = np.array([0, 1, 3, 0, 0, 2, 2], np.int32)
+    code, kept = classify(div, conv, period)
+    want = ["bounded", "unfinished", "periodic", "converged", "diverged", "diverged", "converged"]
+    np.testing.assert_array_equal(code, [CODES[w] for w in want])
+    np.testing.assert_array_equal(kept, [0, 0, 3, 0, 0, 0, 0])
+    assert code.dtype == np.int8 and kept.dtype == np.int32
+    jcode, jkept = classify(jnp.asarray(div), jnp.asarray(conv), jnp.asarray(period), xp=jnp)
+    np.testing.assert_array_equal(np.asarray(jcode), code)
+    np.testing.assert_array_equal(np.asarray(jkept), kept)
+    assert jcode.dtype == np.int8 and jkept.dtype == np.int32
+
+
 def test_momentum_matches_gd():
     ds = mfdyn.sweep(SCALAR, {"eta": [0.1], "momentum": [0.0, 0.5], "a": [1.3], "b": [0.2]}, 50, tol=1e-30,
                      chunk=CHUNK, progress=False)

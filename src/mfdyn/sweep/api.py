@@ -22,7 +22,7 @@ from .. import _validate as v
 from ..errors import InputError
 from ..problems import Problem, ScalarFactorization
 from . import store as st
-from .classify import OUTCOMES, decode
+from .classify import LABELS, decode
 from .distribute import ChunkJob, LANE, local_workers, padded_size, run_dask, run_local, run_processes
 from .grid import Grid, _axis_values, chunk_ranges, make_grid
 from .kernel import KernelSpec
@@ -333,7 +333,7 @@ def sweep(
     # in memory every chunk is run and overwrites its rows: no fill needed
     flat = st.empty_results(grid.size, plan.layout, fill=False) if path is None else None
     if flat is not None:
-        flat["outcome"] = np.empty(grid.size, dtype=np.asarray(OUTCOMES).dtype)
+        flat["outcome"] = np.empty(grid.size, dtype=LABELS.dtype)
     with SweepProgress(len(ranges), plan.config["steps"], progress) as bar:
         bar.set_total(grid.size)
         for i in range(len(ranges)):

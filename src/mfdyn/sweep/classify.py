@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 OUTCOMES: tuple[str, ...] = ("unfinished", "converged", "periodic", "bounded", "diverged")
@@ -18,15 +20,16 @@ CODES = {name: np.int8(i) for i, name in enumerate(OUTCOMES)}
 UNFINISHED = CODES["unfinished"]  # also the fill value of a store: chunks not computed yet
 
 
-def classify(diverged_at: np.ndarray, steps_to_converge: np.ndarray, period: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Outcome codes (int8) and periods (0 unless periodic) from the kernel's raw results."""
-    diverged_at, steps_to_converge, period = map(np.asarray, (diverged_at, steps_to_converge, period))
-    code = np.full(diverged_at.shape, CODES["bounded"], dtype=np.int8)
-    code[period == 1] = UNFINISHED
-    code[period >= 2] = CODES["periodic"]
-    code[steps_to_converge >= 0] = CODES["converged"]
-    code[diverged_at >= 0] = CODES["diverged"]
-    return code, np.where(code == CODES["periodic"], period, 0).astype(np.int32)
+def classify(diverged_at: Any, steps_to_converge: Any, period: Any, xp: Any = np) -> tuple[Any, Any]:
+    """Outcome codes (int8) and periods (0 unless periodic, int32) from the kernel's raw results:
+    NumPy arrays, or ``jax.numpy`` ones with ``xp=jax.numpy`` (the kernel classifies its rows)."""
+    code = xp.where(period >= 2, CODES["periodic"], xp.where(period == 1, UNFINISHED, CODES["bounded"]))
+    code = xp.where(steps_to_converge >= 0, CODES["converged"], code)
+    code = xp.where(diverged_at >= 0, CODES["diverged"], code).astype(xp.int8)
+    return code, xp.where(code == CODES["periodic"], period, 0).astype(xp.int32)
+
+
+LABELS = np.asarray(OUTCOMES)  # code -> label
 
 
 def decode(codes: np.ndarray) -> np.ndarray:
@@ -34,7 +37,7 @@ def decode(codes: np.ndarray) -> np.ndarray:
     codes = np.asarray(codes)
     if codes.size and (codes.min() < 0 or codes.max() >= len(OUTCOMES)):
         raise ValueError(f"invalid outcome codes in {np.unique(codes).tolist()}")
-    return np.asarray(OUTCOMES)[codes.astype(np.intp)]
+    return np.take(LABELS, codes)  # (int8 indices taken as they are: no conversion to intp)
 
 
 def encode(labels: np.ndarray) -> np.ndarray:

@@ -17,7 +17,6 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..errors import InputError
-from .classify import classify
 from .kernel import KernelSpec, run_chunk
 
 CONNECT_TIMEOUT = "20s"  # for a scheduler given by address
@@ -61,9 +60,7 @@ def compute_chunk(job: ChunkJob, values: dict[str, np.ndarray]) -> dict[str, np.
     """Run one chunk; ``values[name]`` are the per-point axis values (padded here by repetition)."""
     n, args = _kernel_args(job, values)
     out = run_chunk(*args, spec=job.spec, factory=job.factory)
-    out = {k: np.asarray(v)[:n] for k, v in out.items()}  # (no copy on the CPU)
-    out["outcome"], out["period"] = classify(out["diverged_at"], out["steps_to_converge"], out["period"])
-    return out
+    return {k: np.asarray(v)[:n] for k, v in out.items()}  # (no copy on the CPU)
 
 
 Piece = tuple[int, tuple[int, int]]  # (chunk index, its bounds in the flat grid)

@@ -63,6 +63,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import observables as obs
+from .classify import classify
 from ..dynamics import gd_update
 from ..pytree import tree_all_finite, tree_sq_norm, tree_where
 
@@ -476,7 +477,8 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
 
     ``values`` must hold ``eta``, ``momentum`` (if ``spec.heavy_ball``), the initialization axes
     of ``spec.init`` and the swept constants ``spec.const_names``. Returns a dict of arrays with
-    leading dimension ``C``.
+    leading dimension ``C``, the outcome codes and periods already classified
+    (:func:`mfdyn.sweep.classify.classify`).
 
     The rows are kept in a *working order*: a compaction moves the unsettled rows to the front
     (:func:`_live_first`, with their inputs and their original row ``origin``), so every tile is a
@@ -693,7 +695,8 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
     # 3. period detection and the final observables, then back to the chunk's order
     live = (work["conv"] < 0) & (work["div"] < 0)
     out = batched("finals", work["vals"], work["z"])
-    out.update(period=jnp.where(live, period, 0), diverged_at=work["div"], steps_to_converge=work["conv"])
+    out["outcome"], out["period"] = classify(work["div"], work["conv"], jnp.where(live, period, 0), xp=jnp)
+    out.update(diverged_at=work["div"], steps_to_converge=work["conv"])
     if spec.keep_orbit:
         frozen = jnp.broadcast_to(out["final_params"][:, None, :], orbit.shape)
         orbit = jnp.where(revisited[:, None, None], orbit, frozen)
