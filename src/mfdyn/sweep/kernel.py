@@ -271,19 +271,10 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
     def converged(problem, vals, z, v):
         return passes(vals, problem.grad(z), v)
 
-    def walk(problem, vals, packed, n: int):
-        """``n`` plain steps from the packed state (see :func:`_complex_pairs`), one at a time with
-        the test after each, stopping at the first event: returns the packed state the trajectory
-        stops at and ``first = 2 r (+1 if bad)`` for the first event at step ``r`` (``1 <= r <= n``
-        after the start), ``-1`` if none (:func:`decode_first`).
-
-        Step ``r`` is *bad* when its state or its gradient is not finite (the trajectory stops at
-        it if the state itself is finite, else one step earlier: :func:`mfdyn.dynamics.guarded_update`)
-        and *converged* when it is good and passes the test (the trajectory stops at it). The
-        start is good and failed the test. For small problems the steps are unrolled in groups of
-        up to ``UNROLL`` (XLA:CPU pays per operation launched: a loop over one step at a time
-        spends more time launching than computing).
-        """
+    def frozen_walk(problem, vals, packed, n: int):
+        """:func:`walk` in one pass, each row frozen at its event (for small problems the steps
+        are unrolled in groups of up to ``UNROLL``: XLA:CPU pays per operation launched, and a loop
+        over one step at a time spends more time launching than computing)."""
         z, v = unpack(problem, vals, packed)
         pack_pair, unpack_pair = _complex_pairs((z, v, z))
         unroll = min(max(n, 1), UNROLL) if problem.num_coordinates <= UNROLL_MAX_COORDINATES else 1
@@ -313,6 +304,55 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
         packed_pair, first = steps(groups * unroll, rest, carry)
         z, v, _ = unpack_pair(packed_pair)
         return pack(problem, vals, z, v), first
+
+    def walk(problem, vals, packed, n: int):
+        """``n`` plain steps from the packed state (see :func:`_complex_pairs`), one at a time with
+        the test after each, stopping at the first event: returns the packed state the trajectory
+        stops at and ``first = 2 r (+1 if bad)`` for the first event at step ``r`` (``1 <= r <= n``
+        after the start), ``-1`` if none (:func:`decode_first`).
+
+        Step ``r`` is *bad* when its state or its gradient is not finite (the trajectory stops at
+        it if the state itself is finite, else one step earlier: :func:`mfdyn.dynamics.guarded_update`)
+        and *converged* when it is good and passes the test (the trajectory stops at it). The
+        start is good and failed the test.
+
+        Small problems with ``n <= UNROLL`` (all steps unrolled) take two passes, each a loop of one
+        trip that XLA runs as one fused pass over the rows with one output: the first finds
+        ``first`` (its states run on past the event, unfrozen: they no longer matter), the second
+        replays the steps up to the event with no test, only the finiteness of each new state.
+        In one pass that froze each row at its event (:func:`frozen_walk`, the other cases), XLA:CPU
+        computes the whole chain of steps, tests and selections once per output (the state, and
+        ``first``): the two passes cost 15% less per row, and the scalar sweep's kernel 4.5% less.
+        """
+        if problem.num_coordinates > UNROLL_MAX_COORDINATES or n > UNROLL:
+            return frozen_walk(problem, vals, packed, n)
+        plain = plain_step(problem, vals)
+        once = jnp.where(tol >= 0, 1, 0)  # a trip count XLA cannot fold (tol > 0 was validated)
+
+        def find(i, carry):
+            start, first = carry
+            z, v = unpack(problem, vals, _unhoisted(start, i))
+            g = problem.grad(z)
+            for r in range(1, n + 1):
+                z, v = plain((z, v), grad=g)
+                g = problem.grad(z)
+                event = jnp.where(tree_all_finite(z) & tree_all_finite(v) & tree_all_finite(g),
+                                  jnp.where(passes(vals, g, v), 2 * r, -1), 2 * r + 1)
+                first = jnp.where(first < 0, event, first)
+            return start, first
+
+        _, first = jax.lax.fori_loop(0, once, find, (packed, jnp.asarray(-1, jnp.int64)))
+        last = jnp.where(first >= 0, first // 2, n)  # the event's step (a bad one's state may be dropped)
+
+        def replay(i, packed):
+            z, v = unpack(problem, vals, packed)
+            for r in range(1, n + 1):
+                z1, v1 = plain((z, v))
+                keep = (i + r <= last) & tree_all_finite(z1) & tree_all_finite(v1)  # (i = 0; see _unhoisted)
+                z, v = tree_where(keep, z1, z), tree_where(keep, v1, v)
+            return pack(problem, vals, z, v)
+
+        return jax.lax.fori_loop(0, once, replay, packed), first
 
     def locate(problem, vals, packed):
         """The event of a block whose end state equaled its start ``packed`` (see
@@ -377,8 +417,24 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
 
     return dict(init=init, fused_block=fused_block, converged=converged, revisit=revisit, pack=pack,
                 unpack=unpack, same_bits=same_bits, block_finite=block_finite_packed,
-                walk=walk, locate=locate, remainder=partial(walk, n=spec.main_remainder),
+                walk=walk, frozen_walk=frozen_walk, locate=locate, remainder=partial(walk, n=spec.main_remainder),
                 finals=finals, orbit_loss=lambda problem, vals, orbit: jax.vmap(problem.flat_loss)(orbit))
+
+
+def _unhoisted(tree: Any, i: jax.Array) -> Any:
+    """``tree`` made a function of the loop index ``i``: every float part times ``1 + 0 i``. In a
+    loop that only passes ``tree`` on, XLA would otherwise hoist every step computed from it out of
+    the loop, each as a separate array (it cannot fold ``0 i`` for floats). The values are kept bit
+    for bit (infinities, NaN and signed zeros included), except subnormals, which XLA:CPU flushes
+    to zeros of the same sign: its arithmetic reads them as zeros anyway, so nothing computed from
+    the result changes (tested on states with subnormal coordinates)."""
+    def leaf(x):
+        one = (1.0 + 0.0 * i.astype(jnp.float64)).astype(jnp.real(x).dtype)
+        if jnp.iscomplexobj(x):
+            return jax.lax.complex(jnp.real(x) * one, jnp.imag(x) * one)
+        return x * one
+
+    return jax.tree_util.tree_map(leaf, tree)
 
 
 def _sq_distance(x: Any, y: Any) -> jax.Array:
