@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -214,40 +216,25 @@ def test_event_replay_matches_a_slow_loop():
             assert got[quiet].tobytes() == walk_end[quiet].tobytes()
             assert got[~quiet].tobytes() == start[~quiet].tobytes()
         assert (div >= 0).sum() > 20 and (conv >= 0).sum() >= 10 and ((div < 0) & (conv < 0)).sum() > 20
-        # the two-pass walk of small problems equals, bit for bit, the one-pass walk that freezes each
-        # row at its event (the general case), for a whole block and for a remainder of 5 steps
-        for steps in (c, 5):
-            def both(vals, z, v, steps=steps):
-                packed = pieces["pack"](SCALAR, vals, z, v)
-                return pieces["walk"](SCALAR, vals, packed, n=steps), pieces["frozen_walk"](SCALAR, vals, packed, n=steps)
+        # the kernel's walk of rows (two passes behind conds, for small problems) equals, bit for bit,
+        # the one-pass walk that freezes each row at its event (the general case), for a whole block
+        # and for a remainder of 5 steps
+        def batched(fn, vals, *args):
+            return jax.vmap(fn, in_axes=(None, 0) + (0,) * len(args))(SCALAR, vals, *args)
 
-            two_pass, one_pass = jax.jit(jax.vmap(both, in_axes=(0, 0, 0 if heavy_ball else None)))(vals, z, v)
+        for steps in (c, 5):
+            assert kernel.two_passes(SCALAR, steps)
+
+            @jax.jit
+            def both(vals, z, v, steps=steps):
+                packed = batched(pieces["pack"], vals, z, v) if heavy_ball else \
+                    jax.vmap(pieces["pack"], in_axes=(None, 0, 0, None))(SCALAR, vals, z, None)
+                return (kernel.walk_rows(batched, pieces, SCALAR, jnp.asarray(tol), vals, packed, steps),
+                        batched(partial(pieces["frozen_walk"], n=steps), vals, packed))
+
+            two_pass, one_pass = both(vals, z, v)
             for got, want in zip(jax.tree_util.tree_leaves(two_pass), jax.tree_util.tree_leaves(one_pass)):
                 assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
-
-
-def test_unhoisted_is_the_identity_bit_for_bit():
-    """The loop-index dependence that keeps XLA from hoisting the replay's steps out of its loop
-    changes no bit of signed zeros, infinities, NaN or normal numbers, in real and complex leaves;
-    subnormals become zeros of the same sign, as XLA:CPU's arithmetic reads them anyway."""
-    import jax
-    import jax.numpy as jnp
-
-    from mfdyn.sweep.kernel import _unhoisted
-
-    special = np.array([0.0, -0.0, 5e-324, -5e-324, np.inf, -np.inf, np.nan, 1.5, -2.25e300, 1e-310])
-    x = np.concatenate([special, np.random.default_rng(0).normal(size=6)])
-    tree = (jnp.asarray(x), jax.lax.complex(jnp.asarray(x), jnp.asarray(x[::-1].copy())))
-    once = jax.jit(lambda t, n: jax.lax.fori_loop(0, n, lambda i, acc: _unhoisted(acc, i), t))
-    out = once(tree, jnp.asarray(1))  # (a traced trip count, as in the kernel: nothing folded)
-    for got, want in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(tree)):
-        for part in ((np.real, np.imag) if np.iscomplexobj(want) else (np.real,)):
-            g, w = part(np.asarray(got)), part(np.asarray(want))
-            subnormal = (w != 0) & (np.abs(w) < np.finfo(np.float64).tiny)
-            assert g[~subnormal].tobytes() == w[~subnormal].tobytes()
-            # XLA:CPU flushes subnormals to zero, and reads them as zero in arithmetic: nothing
-            # computed from them changes (the replay test above starts rows from subnormals)
-            assert np.all(g[subnormal] == 0) and np.array_equal(np.signbit(g[subnormal]), np.signbit(w[subnormal]))
 
 
 def test_squared_norm_bound_is_exactly_the_sqrt_test():

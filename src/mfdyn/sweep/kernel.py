@@ -68,7 +68,7 @@ from ..dynamics import gd_update
 from ..pytree import tree_all_finite, tree_sq_norm, tree_where
 
 PERIOD_RTOL = 1e-9
-CYCLE = -2  # locate's code for a block with no event that ends where it started
+CYCLE = -2  # the event code of a block with no event that ends where it started
 UNROLL_MAX_COORDINATES = 16  # unroll the fused block for problems this small (elementwise work)
 UNROLL = 16  # steps per unrolled group
 NARROW_FACTOR = 8  # narrow tiles are this many times narrower than full ones ...
@@ -272,9 +272,17 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
         return passes(vals, problem.grad(z), v)
 
     def frozen_walk(problem, vals, packed, n: int):
-        """:func:`walk` in one pass, each row frozen at its event (for small problems the steps
-        are unrolled in groups of up to ``UNROLL``: XLA:CPU pays per operation launched, and a loop
-        over one step at a time spends more time launching than computing)."""
+        """``n`` plain steps from the packed state (see :func:`_complex_pairs`), one at a time with
+        the test after each, stopping at the first event: returns the packed state the trajectory
+        stops at and ``first = 2 r (+1 if bad)`` for the first event at step ``r`` (``1 <= r <= n``
+        after the start), ``-1`` if none (:func:`decode_first`).
+
+        Step ``r`` is *bad* when its state or its gradient is not finite (the trajectory stops at
+        it if the state itself is finite, else one step earlier: :func:`mfdyn.dynamics.guarded_update`)
+        and *converged* when it is good and passes the test (the trajectory stops at it). The
+        start is good and failed the test. Each row is frozen at its event. For small problems the
+        steps are unrolled in groups of up to ``UNROLL`` (XLA:CPU pays per operation launched: a
+        loop over one step at a time spends more time launching than computing)."""
         z, v = unpack(problem, vals, packed)
         pack_pair, unpack_pair = _complex_pairs((z, v, z))
         unroll = min(max(n, 1), UNROLL) if problem.num_coordinates <= UNROLL_MAX_COORDINATES else 1
@@ -305,64 +313,40 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
         z, v, _ = unpack_pair(packed_pair)
         return pack(problem, vals, z, v), first
 
-    def walk(problem, vals, packed, n: int):
-        """``n`` plain steps from the packed state (see :func:`_complex_pairs`), one at a time with
-        the test after each, stopping at the first event: returns the packed state the trajectory
-        stops at and ``first = 2 r (+1 if bad)`` for the first event at step ``r`` (``1 <= r <= n``
-        after the start), ``-1`` if none (:func:`decode_first`).
-
-        Step ``r`` is *bad* when its state or its gradient is not finite (the trajectory stops at
-        it if the state itself is finite, else one step earlier: :func:`mfdyn.dynamics.guarded_update`)
-        and *converged* when it is good and passes the test (the trajectory stops at it). The
-        start is good and failed the test.
-
-        Small problems with ``n <= UNROLL`` (all steps unrolled) take two passes, each a loop of one
-        trip that XLA runs as one fused pass over the rows with one output: the first finds
-        ``first`` (its states run on past the event, unfrozen: they no longer matter), the second
-        replays the steps up to the event with no test, only the finiteness of each new state.
-        In one pass that froze each row at its event (:func:`frozen_walk`, the other cases), XLA:CPU
-        computes the whole chain of steps, tests and selections once per output (the state, and
-        ``first``): the two passes cost 15% less per row, and the scalar sweep's kernel 4.5% less.
-        """
-        if problem.num_coordinates > UNROLL_MAX_COORDINATES or n > UNROLL:
-            return frozen_walk(problem, vals, packed, n)
+    def find(problem, vals, packed, n: int):
+        """``first`` of :func:`frozen_walk` (the first event), its steps unrolled and unfrozen:
+        past the event the states run on (into non-finite values), as they no longer matter."""
         plain = plain_step(problem, vals)
-        once = jnp.where(tol >= 0, 1, 0)  # a trip count XLA cannot fold (tol > 0 was validated)
-
-        def find(i, carry):
-            start, first = carry
-            z, v = unpack(problem, vals, _unhoisted(start, i))
+        z, v = unpack(problem, vals, packed)
+        g = problem.grad(z)
+        first = jnp.asarray(-1, jnp.int64)
+        for r in range(1, n + 1):
+            z, v = plain((z, v), grad=g)
             g = problem.grad(z)
-            for r in range(1, n + 1):
-                z, v = plain((z, v), grad=g)
-                g = problem.grad(z)
-                event = jnp.where(tree_all_finite(z) & tree_all_finite(v) & tree_all_finite(g),
-                                  jnp.where(passes(vals, g, v), 2 * r, -1), 2 * r + 1)
-                first = jnp.where(first < 0, event, first)
-            return start, first
+            event = jnp.where(tree_all_finite(z) & tree_all_finite(v) & tree_all_finite(g),
+                              jnp.where(passes(vals, g, v), 2 * r, -1), 2 * r + 1)
+            first = jnp.where(first < 0, event, first)
+        return first
 
-        _, first = jax.lax.fori_loop(0, once, find, (packed, jnp.asarray(-1, jnp.int64)))
-        last = jnp.where(first >= 0, first // 2, n)  # the event's step (a bad one's state may be dropped)
+    def replay(problem, vals, packed, first, n: int):
+        """The packed state :func:`frozen_walk` stops at, given its ``first``: the steps up to the
+        event's (all ``n`` if none), unrolled, each new state taken if finite, with no other test."""
+        plain = plain_step(problem, vals)
+        last = jnp.where(first >= 0, first // 2, n)
+        z, v = unpack(problem, vals, packed)
+        for r in range(1, n + 1):
+            z1, v1 = plain((z, v))
+            keep = (r <= last) & tree_all_finite(z1) & tree_all_finite(v1)
+            z, v = tree_where(keep, z1, z), tree_where(keep, v1, v)
+        return pack(problem, vals, z, v)
 
-        def replay(i, packed):
-            z, v = unpack(problem, vals, packed)
-            for r in range(1, n + 1):
-                z1, v1 = plain((z, v))
-                keep = (i + r <= last) & tree_all_finite(z1) & tree_all_finite(v1)  # (i = 0; see _unhoisted)
-                z, v = tree_where(keep, z1, z), tree_where(keep, v1, v)
-            return pack(problem, vals, z, v)
-
-        return jax.lax.fori_loop(0, once, replay, packed), first
-
-    def locate(problem, vals, packed):
-        """The event of a block whose end state equaled its start ``packed`` (see
-        :func:`fused_block`): the block replayed by :func:`walk`, returning the state the trajectory
-        stops at and the code ``first`` of the event (``>= 0``); ``CYCLE`` when there is none and
-        the replay ends where it started (the row is on a cycle whose length divides ``c``);
-        ``-1`` when the replay does not reproduce the block (different rounding; see the caller)."""
-        end, first = walk(problem, vals, packed, spec.check_every)
-        cycle = (first < 0) & same_bits(problem, vals, end, packed)
-        return end, jnp.where(cycle, CYCLE, first)
+    def walk(problem, vals, packed, n: int):
+        """:func:`frozen_walk` (the same bits), by :func:`find` then :func:`replay` where those
+        apply (:func:`two_passes`); for one trajectory: the kernel runs :func:`walk_rows`."""
+        if not two_passes(problem, n):
+            return frozen_walk(problem, vals, packed, n)
+        first = find(problem, vals, packed, n)
+        return replay(problem, vals, packed, first, n), first
 
     def block_finite_packed(problem, vals, packed):
         return block_finite(problem, vals, *unpack(problem, vals, packed))
@@ -417,24 +401,36 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
 
     return dict(init=init, fused_block=fused_block, converged=converged, revisit=revisit, pack=pack,
                 unpack=unpack, same_bits=same_bits, block_finite=block_finite_packed,
-                walk=walk, frozen_walk=frozen_walk, locate=locate, remainder=partial(walk, n=spec.main_remainder),
+                walk=walk, frozen_walk=frozen_walk, find=find, replay=replay,
                 finals=finals, orbit_loss=lambda problem, vals, orbit: jax.vmap(problem.flat_loss)(orbit))
 
 
-def _unhoisted(tree: Any, i: jax.Array) -> Any:
-    """``tree`` made a function of the loop index ``i``: every float part times ``1 + 0 i``. In a
-    loop that only passes ``tree`` on, XLA would otherwise hoist every step computed from it out of
-    the loop, each as a separate array (it cannot fold ``0 i`` for floats). The values are kept bit
-    for bit (infinities, NaN and signed zeros included), except subnormals, which XLA:CPU flushes
-    to zeros of the same sign: its arithmetic reads them as zeros anyway, so nothing computed from
-    the result changes (tested on states with subnormal coordinates)."""
-    def leaf(x):
-        one = (1.0 + 0.0 * i.astype(jnp.float64)).astype(jnp.real(x).dtype)
-        if jnp.iscomplexobj(x):
-            return jax.lax.complex(jnp.real(x) * one, jnp.imag(x) * one)
-        return x * one
+def two_passes(problem: Any, n: int) -> bool:
+    """Whether a walk of ``n`` steps runs as :func:`find` then :func:`replay` (small problems, all
+    steps unrolled) rather than as the one-pass :func:`frozen_walk`."""
+    return problem.num_coordinates <= UNROLL_MAX_COORDINATES and n <= UNROLL
 
-    return jax.tree_util.tree_map(leaf, tree)
+
+def walk_rows(batched: Callable, pieces: dict, problem: Any, tol: jax.Array, vals: dict, packed: Any,
+              n: int) -> tuple[Any, jax.Array]:
+    """The walk of ``n`` steps of every row (``batched(fn, vals, *args)`` maps a per-trajectory
+    piece over the rows): the packed states the rows stop at and their codes ``first``.
+
+    Small problems take two passes, :func:`find` then :func:`replay`, each one fused pass over the
+    rows with one output, behind a ``cond`` whose predicate XLA cannot fold (``tol >= 0``; ``tol > 0``
+    was validated), so that it is computed once: XLA:CPU computes a fused chain once per output and
+    per consumer, and the one-pass walk, with two outputs (the state and ``first``), costs 15% more
+    per row (5% more of the scalar sweep's kernel). The conds sit outside the ``vmap``: batching
+    a cond would trace its branch again (a second of tracing per kernel).
+    """
+    if not two_passes(problem, n):
+        return batched(partial(pieces["frozen_walk"], n=n), vals, packed)
+    always = tol >= 0
+    rows = jax.tree_util.tree_leaves(packed)[0].shape[0]
+    first = jax.lax.cond(always, lambda: batched(partial(pieces["find"], n=n), vals, packed),
+                         lambda: jnp.full((rows,), -1, jnp.int64))
+    end = jax.lax.cond(always, lambda: batched(partial(pieces["replay"], n=n), vals, packed, first), lambda: packed)
+    return end, first
 
 
 def _sq_distance(x: Any, y: Any) -> jax.Array:
@@ -548,14 +544,15 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
     pieces = _per_trajectory(spec, tol)
     per_member = bool(spec.const_names) or factory is not None
 
-    def batched(name: str, vals: dict, *args, arg_axes: tuple | None = None):
-        """``pieces[name]`` vmapped over the trajectories ``vals`` (their problems built here)."""
+    def batched(name: str | Callable, vals: dict, *args, arg_axes: tuple | None = None):
+        """``pieces[name]`` (or the piece ``name`` itself) vmapped over the trajectories ``vals``
+        (their problems built here)."""
         if per_member:
             problems = jax.vmap(lambda v: with_constants(problem, factory, {n: v[n] for n in spec.const_names}))(vals)
         else:
             problems = problem
         axes = (0 if per_member else None, 0) + (arg_axes if arg_axes is not None else (0,) * len(args))
-        return jax.vmap(pieces[name], in_axes=axes)(problems, vals, *args)
+        return jax.vmap(pieces[name] if isinstance(name, str) else name, in_axes=axes)(problems, vals, *args)
 
     def tiling(n_live: jax.Array) -> tuple[jax.Array, ...]:
         """Tiles per width for ``n_live`` rows: as many full tiles as they fill, then narrow tiles
@@ -624,13 +621,17 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
         return jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int64), st))[1]
 
     def locate_rows(const, rows):
-        """:func:`locate` on rows ``(vals, start)`` whose blocks ended with their start state
-        ``zv``: their stopping state and event code (``first``, relative to ``start``; ``CYCLE``).
-        A replay that does not reproduce its block (``-1``) takes the block's own end test: an
-        event at its end (``first = 2 c``, ``+1`` if not finite)."""
+        """The event of rows ``(vals, start)`` whose blocks ended with their start state ``zv``:
+        the block walked again step by step (:func:`walk_rows`), returning the state each row
+        stops at and its event code (``first``, relative to ``start``); ``CYCLE`` when there is
+        none and the walk ends where it started (the row is on a cycle whose length divides
+        ``c``). A walk that does not reproduce its block (``-1``: different rounding) takes the
+        block's own end test: an event at its end (``first = 2 c``, ``+1`` if not finite)."""
         vals, _ = const
         zv, _ = rows
-        end, first = batched("locate", vals, zv)
+        end, first = walk_rows(batched, pieces, problem, tol, vals, zv, c)
+        cycle = (first < 0) & batched("same_bits", vals, end, zv)  # no event: a cycle whose length divides c
+        first = jnp.where(cycle, CYCLE, first)
         stray = first == -1
         finite_end = jax.lax.cond(jnp.any(stray), lambda: batched("block_finite", vals, zv),
                                   lambda: jnp.ones(stray.shape, bool))
@@ -721,7 +722,8 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
         def remainder(const, tile):
             vals, live = const  # (a mask read from the tile itself would make XLA copy whole arrays)
             t0 = jnp.full(live.shape, spec.main_blocks * c, jnp.int64)
-            zv, first = batched("remainder", vals, batched("pack", vals, tile["z"], tile["v"]))
+            zv, first = walk_rows(batched, pieces, problem, tol, vals, batched("pack", vals, tile["z"], tile["v"]),
+                                  spec.main_remainder)
             z, v = batched("unpack", vals, zv)
             div, conv = decode_first(first, t0)
             return dict(z=_where(live, z, tile["z"]), v=_where(live, v, tile["v"]),
