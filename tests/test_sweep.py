@@ -135,7 +135,7 @@ def test_narrow_tiles_and_compaction_are_invisible(monkeypatch):
 
 
 def test_event_replay_matches_a_slow_loop():
-    """The event replay of a check block (``walk``: one step at a time, the test after each step)
+    """The event replay of a check block (``walk_rows``: one step at a time, the test after each step)
     against a plain Python loop over single jitted GD steps applying the documented rules: same
     stopping state, divergence and convergence steps, bit for bit, on random states that diverge,
     converge inside the block or do neither, with and without momentum; and, bit for bit, the walk
@@ -163,12 +163,16 @@ def test_event_replay_matches_a_slow_loop():
         vals = {"eta": jnp.asarray(eta), "momentum": jnp.asarray(momentum)}
         z = (jnp.asarray(a), jnp.asarray(b))
         v = (jnp.asarray(0.01 * a), jnp.asarray(0.0 * b)) if heavy_ball else None
-        def walk(vals, z, v):
-            packed = pieces["pack"](SCALAR, vals, z, v)
-            end, first = pieces["walk"](SCALAR, vals, packed, n=c)
-            return (*pieces["unpack"](SCALAR, vals, end), *kernel.decode_first(first, t0))
+        def batched(fn, vals, *args):
+            return jax.vmap(fn, in_axes=(None, 0) + tuple(None if a is None else 0 for a in args))(SCALAR, vals, *args)
 
-        walked = jax.jit(jax.vmap(walk, in_axes=(0, 0, 0 if heavy_ball else None)))(vals, z, v)
+        @jax.jit
+        def walk(vals, z, v):  # the kernel's walk of rows
+            packed = batched(pieces["pack"], vals, z, v)
+            end, first = kernel.walk_rows(batched, pieces, SCALAR, jnp.asarray(tol), vals, packed, c)
+            return (*batched(pieces["unpack"], vals, end), *kernel.decode_first(first, t0))
+
+        walked = walk(vals, z, v)
 
         @jax.jit
         def step(z, v):
@@ -219,16 +223,12 @@ def test_event_replay_matches_a_slow_loop():
         # the kernel's walk of rows (two passes behind conds, for small problems) equals, bit for bit,
         # the one-pass walk that freezes each row at its event (the general case), for a whole block
         # and for a remainder of 5 steps
-        def batched(fn, vals, *args):
-            return jax.vmap(fn, in_axes=(None, 0) + (0,) * len(args))(SCALAR, vals, *args)
-
         for steps in (c, 5):
             assert kernel.two_passes(SCALAR, steps)
 
             @jax.jit
             def both(vals, z, v, steps=steps):
-                packed = batched(pieces["pack"], vals, z, v) if heavy_ball else \
-                    jax.vmap(pieces["pack"], in_axes=(None, 0, 0, None))(SCALAR, vals, z, None)
+                packed = batched(pieces["pack"], vals, z, v)
                 return (kernel.walk_rows(batched, pieces, SCALAR, jnp.asarray(tol), vals, packed, steps),
                         batched(partial(pieces["frozen_walk"], n=steps), vals, packed))
 

@@ -340,14 +340,6 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
             z, v = tree_where(keep, z1, z), tree_where(keep, v1, v)
         return pack(problem, vals, z, v)
 
-    def walk(problem, vals, packed, n: int):
-        """:func:`frozen_walk` (the same bits), by :func:`find` then :func:`replay` where those
-        apply (:func:`two_passes`); for one trajectory: the kernel runs :func:`walk_rows`."""
-        if not two_passes(problem, n):
-            return frozen_walk(problem, vals, packed, n)
-        first = find(problem, vals, packed, n)
-        return replay(problem, vals, packed, first, n), first
-
     def block_finite_packed(problem, vals, packed):
         return block_finite(problem, vals, *unpack(problem, vals, packed))
 
@@ -401,7 +393,7 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
 
     return dict(init=init, fused_block=fused_block, converged=converged, revisit=revisit, pack=pack,
                 unpack=unpack, same_bits=same_bits, block_finite=block_finite_packed,
-                walk=walk, frozen_walk=frozen_walk, find=find, replay=replay,
+                frozen_walk=frozen_walk, find=find, replay=replay,
                 finals=finals, orbit_loss=lambda problem, vals, orbit: jax.vmap(problem.flat_loss)(orbit))
 
 
@@ -421,7 +413,7 @@ def walk_rows(batched: Callable, pieces: dict, problem: Any, tol: jax.Array, val
     was validated), so that it is computed once: XLA:CPU computes a fused chain once per output and
     per consumer, and the one-pass walk, with two outputs (the state and ``first``), costs 15% more
     per row (5% more of the scalar sweep's kernel). The conds sit outside the ``vmap``: batching
-    a cond would trace its branch again (a second of tracing per kernel).
+    a cond (or a loop) traces its branch again, 0.7 s more tracing per kernel (measured).
     """
     if not two_passes(problem, n):
         return batched(partial(pieces["frozen_walk"], n=n), vals, packed)
