@@ -63,9 +63,9 @@ import jax
 import jax.numpy as jnp
 
 from .. import observables as obs
-from .classify import classify
 from ..dynamics import gd_update
 from ..pytree import tree_all_finite, tree_sq_norm, tree_where
+from .classify import classify
 
 PERIOD_RTOL = 1e-9
 CYCLE = -2  # the event code of a block with no event that ends where it started
@@ -438,8 +438,9 @@ def _sq_distance(x: Any, y: Any) -> jax.Array:
 
 
 def decode_first(first: jax.Array, t0: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(diverged_at, steps_to_converge)`` (``-1`` if none) from a :func:`walk` code ``first``
-    (``2 r``, ``+1`` if bad, for an event ``r`` steps after step ``t0``; negative if none)."""
+    """``(diverged_at, steps_to_converge)`` (``-1`` if none) from a walk's code ``first``
+    (:func:`walk_rows`: ``2 r``, ``+1`` if bad, for an event ``r`` steps after step ``t0``;
+    negative if none)."""
     row, bad = first // 2, first % 2 == 1
     return jnp.where((first >= 0) & bad, t0 + row, -1), jnp.where((first >= 0) & ~bad, t0 + row, -1)
 
@@ -744,9 +745,9 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
         period, orbit = over_tiles(tiling(jnp.sum(revisited)), revisit, (period, orbit), (work, revisited))
 
     # 3. period detection and the final observables, then back to the chunk's order
-    live = (work["conv"] < 0) & (work["div"] < 0)
     out = batched("finals", work["vals"], work["z"])
-    out["outcome"], out["period"] = classify(work["div"], work["conv"], jnp.where(live, period, 0), xp=jnp)
+    # (classify keeps a period only for rows classified periodic: settled rows get 0)
+    out["outcome"], out["period"] = classify(work["div"], work["conv"], period, xp=jnp)
     out.update(diverged_at=work["div"], steps_to_converge=work["conv"])
     if spec.keep_orbit:
         frozen = jnp.broadcast_to(out["final_params"][:, None, :], orbit.shape)
