@@ -281,15 +281,38 @@ def test_live_first_is_a_stable_partition():
         np.testing.assert_array_equal(np.asarray(got["x"]), x[order])
 
 
+def test_rows_converging_in_the_last_steps_hide_no_period():
+    """Regression: live rows behind rows that converge in the last ``T mod c`` steps (walked after
+    the check blocks) still get their period. The revisit of the tail once ran on as many rows, from
+    the front of the chunk, as were still live: the rows that had just converged left holes there,
+    and the periodic and unfinished rows behind them came out "bounded" (chunk 624: tiles of 624
+    and 78)."""
+    steps = 200  # 12 check blocks of 16 steps, then 8 steps walked one at a time
+    a = np.linspace(0.2, 2.5, 3000)
+    scan = mfdyn.sweep(SCALAR, {"x": mfdyn.zipped(eta=np.r_[np.full(3000, 0.068), np.full(3000, 0.9)], a=np.r_[a, a]),
+                                "b": [0.7]}, steps, chunk=624, progress=False)  # (the same kernel as below)
+    conv, outcome = scan.steps_to_converge.values.ravel(), scan.outcome.values.ravel()
+    late = np.flatnonzero((conv > 192) & (conv <= steps))[:500]  # converge in the 8 walked steps
+    cycle = np.flatnonzero(np.isin(outcome, ["periodic", "unfinished"]))[:124]
+    assert len(late) == 500 and len(cycle) == 124 and late.max() < 3000 <= cycle.min()
+    rows = np.r_[late, cycle]
+    axes = {"x": mfdyn.zipped(eta=scan.eta.values[rows], a=scan.a.values[rows]), "b": [0.7]}
+    one_chunk = mfdyn.sweep(SCALAR, axes, steps, chunk=624, progress=False)
+    np.testing.assert_array_equal(one_chunk.outcome.values.ravel(), outcome[rows])
+    np.testing.assert_array_equal(one_chunk.period.values.ravel(), scan.period.values.ravel()[rows])
+    xr_identical(one_chunk, mfdyn.sweep(SCALAR, axes, steps, chunk=40, progress=False))
+
+
 def test_on_selected_changes_exactly_the_selected_rows():
-    """``fn`` applied to the mask rows in groups (the last group partly empty, sizes not multiples
-    of the group), the other rows untouched; against NumPy."""
+    """``fn`` applied to the mask rows in groups, of one width or wide groups then narrower ones
+    (the last group partly empty, sizes not multiples of the group), the other rows untouched;
+    against NumPy."""
     import jax.numpy as jnp
 
     from mfdyn.sweep import kernel
 
     rng = np.random.default_rng(5)
-    for n, group in ((1, 4), (10, 4), (37, 8), (64, 8)):
+    for n, group in ((1, 4), (10, 4), (37, 8), (64, 8), (37, (8, 2)), (64, (16, 4)), (100, (32, 8, 2))):
         for density in (0.0, 0.3, 1.0):
             mask = rng.uniform(size=n) < density
             x, c = rng.standard_normal((n, 2)), rng.standard_normal(n)

@@ -498,22 +498,41 @@ def _live_first(tree: Any, live: jax.Array) -> Any:
     return jax.tree_util.tree_map(lambda x: x.at[order].get(mode="promise_in_bounds", unique_indices=True), tree)
 
 
-def _on_selected(mask: jax.Array, group: int, fn: Callable, const: Any, tree: Any) -> Any:
-    """``tree`` with its ``mask`` rows replaced by ``fn(const_rows, tree_rows)``, gathered
-    ``group`` rows at a time (the other rows are neither read by ``fn`` nor changed; ``const`` is
-    only read). ``fn`` maps rows to rows of the same structure, each row independently."""
+def _on_selected(mask: jax.Array, widths: int | tuple[int, ...], fn: Callable, const: Any, tree: Any) -> Any:
+    """``tree`` with its ``mask`` rows replaced by ``fn(const_rows, tree_rows)``, the rows gathered
+    in groups (the other rows are neither read by ``fn`` nor changed; ``const`` is only read).
+    ``fn`` maps rows to rows of the same structure, each row independently. ``widths``: the group
+    widths, widest first: as many groups of each width as the rows fill, the last width for the
+    rest (:func:`_tile_counts`)."""
+    widths = (widths,) if isinstance(widths, int) else tuple(widths)
     n = mask.shape[0]
     order, count = _stable_order(mask)
-    selected = jnp.concatenate([order, jnp.full(group, n, jnp.int32)])  # the last group may run past n
+    selected = jnp.concatenate([order, jnp.full(widths[-1], n, jnp.int32)])  # the last group may run past n
+    offset = jnp.zeros_like(count)
+    for groups, group in zip(_tile_counts(count, widths), widths):
+        def body(j, tree, group=group, offset=offset):
+            first = offset + j * group
+            lane = first + jnp.arange(group, dtype=jnp.int32)
+            idx = jax.lax.dynamic_slice_in_dim(selected, first, group)
+            out = fn(*jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0, mode="clip"), (const, tree)))
+            dest = jnp.where(lane < count, idx, n)  # unused lanes of the last group: dropped
+            return jax.tree_util.tree_map(lambda x, r: x.at[dest].set(r, mode="drop", unique_indices=True), tree, out)
 
-    def body(j, tree):
-        lane = j * group + jnp.arange(group, dtype=jnp.int32)
-        idx = jax.lax.dynamic_slice_in_dim(selected, j * group, group)
-        out = fn(*jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0, mode="clip"), (const, tree)))
-        dest = jnp.where(lane < count, idx, n)  # unused lanes of the last group: dropped
-        return jax.tree_util.tree_map(lambda x, r: x.at[dest].set(r, mode="drop", unique_indices=True), tree, out)
+        tree = jax.lax.fori_loop(0, groups, body, tree)
+        offset = offset + groups * group
+    return tree
 
-    return jax.lax.fori_loop(0, (count + group - 1) // group, body, tree)
+
+def _tile_counts(n_live: jax.Array, widths: tuple[int, ...]) -> tuple[jax.Array, ...]:
+    """Tiles per width for ``n_live`` rows: as many tiles of each width as they fill, the last
+    width covering the rest."""
+    counts, done = [], jnp.zeros_like(n_live)
+    for i, width in enumerate(widths):
+        last = i == len(widths) - 1
+        count = (n_live - done + width - 1) // width if last else (n_live - done) // width
+        counts.append(count)
+        done = done + count * width
+    return tuple(counts)
 
 
 @partial(jax.jit, static_argnames=("spec", "factory"))
@@ -549,15 +568,8 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
         return jax.vmap(pieces[name] if isinstance(name, str) else name, in_axes=axes)(problems, vals, *args)
 
     def tiling(n_live: jax.Array) -> tuple[jax.Array, ...]:
-        """Tiles per width for ``n_live`` rows: as many full tiles as they fill, then narrow tiles
-        for the rest."""
-        counts, done = [], jnp.zeros_like(n_live)
-        for i, width in enumerate(widths):
-            last = i == len(widths) - 1
-            count = (n_live - done + width - 1) // width if last else (n_live - done) // width
-            counts.append(count)
-            done = done + count * width
-        return tuple(counts)
+        """Tiles per width for ``n_live`` rows at the front of the working order."""
+        return _tile_counts(n_live, widths)
 
     def lanes(counts) -> jax.Array:
         return sum(n * w for n, w in zip(counts, widths))
@@ -707,42 +719,37 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, *, spec:
 
     # 2. the last `T mod c` steps, walked, then the tail revisited from the mark for period detection
     #    and the orbit: for the rows still live, and with keep_orbit those that converged in the
-    #    orbit window (moved to the front)
+    #    orbit window. Each step gathers exactly its rows, in groups (:func:`_on_selected`). (Tiles
+    #    over the front of a reordered chunk missed live rows: those that converged in the walk
+    #    left holes in front of them, and the revisit ran on as many rows as were still live.)
     period = jnp.zeros((padded,), jnp.int32)
     orbit = jnp.zeros((padded, spec.keep_orbit, problem.num_coordinates)) if spec.keep_orbit else None
     live_at_end = unsettled(work)
-    work, live_at_end = _live_first((work, live_at_end), live_at_end)
     if spec.main_remainder:
-        def remainder(const, tile):
-            vals, live = const  # (a mask read from the tile itself would make XLA copy whole arrays)
-            t0 = jnp.full(live.shape, spec.main_blocks * c, jnp.int64)
-            zv, first = walk_rows(batched, pieces, problem, tol, vals, batched("pack", vals, tile["z"], tile["v"]),
+        def remainder_rows(vals, rows):
+            t0 = jnp.full(rows["conv"].shape, spec.main_blocks * c, jnp.int64)
+            zv, first = walk_rows(batched, pieces, problem, tol, vals, batched("pack", vals, rows["z"], rows["v"]),
                                   spec.main_remainder)
             z, v = batched("unpack", vals, zv)
             div, conv = decode_first(first, t0)
-            return dict(z=_where(live, z, tile["z"]), v=_where(live, v, tile["v"]),
-                        div=jnp.where(live, div, tile["div"]), conv=jnp.where(live, conv, tile["conv"]))
+            return dict(z=z, v=v, div=div, conv=conv)
 
-        state = over_tiles(tiling(jnp.sum(live_at_end)), remainder,
-                           {key: work[key] for key in ("z", "v", "conv", "div")}, (work["vals"], live_at_end))
+        state = _on_selected(live_at_end, widths, remainder_rows, work["vals"],
+                             {key: work[key] for key in ("z", "v", "conv", "div")})
         work = dict(work, **state)
     live = unsettled(work)
     revisited = live
     if spec.keep_orbit:
         revisited = live | ((work["conv"] > spec.steps - spec.keep_orbit) & (work["div"] < 0))
-        work, revisited, live = _live_first((work, revisited, live), revisited)
     if spec.max_period or spec.keep_orbit:
-        def revisit(const, acc):
-            tile, rows = const
+        def revisit_rows(rows, acc):
             period, orbit = acc
-            stop = jnp.where(tile["conv"] >= 0, tile["conv"], spec.steps + 1)
-            found, trace = batched("revisit", tile["vals"], tile["mark"][0], tile["mark"][1], tile["z"], stop)
-            period = jnp.where(rows & unsettled(tile), found, period)
-            if spec.keep_orbit:
-                orbit = _where(rows, trace, orbit)
-            return period, orbit
+            stop = jnp.where(rows["conv"] >= 0, rows["conv"], spec.steps + 1)
+            found, trace = batched("revisit", rows["vals"], rows["mark"][0], rows["mark"][1], rows["z"], stop)
+            return jnp.where(unsettled(rows), found, period), trace
 
-        period, orbit = over_tiles(tiling(jnp.sum(revisited)), revisit, (period, orbit), (work, revisited))
+        const = {key: work[key] for key in ("vals", "mark", "z", "conv", "div")}
+        period, orbit = _on_selected(revisited, widths, revisit_rows, const, (period, orbit))
 
     # 3. period detection and the final observables, then back to the chunk's order
     out = batched("finals", work["vals"], work["z"])
