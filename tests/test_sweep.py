@@ -311,13 +311,16 @@ def test_on_selected_changes_exactly_the_selected_rows():
 
     from mfdyn.sweep import kernel
 
+    import jax
+
     rng = np.random.default_rng(5)
     for n, group in ((1, 4), (10, 4), (37, 8), (64, 8), (37, (8, 2)), (64, (16, 4)), (100, (32, 8, 2))):
+        on_selected = jax.jit(partial(kernel._on_selected, widths=group,  # (one compilation per shape)
+                                      fn=lambda c_rows, t: {"x": t["x"] * 2 + c_rows[:, None]}))
         for density in (0.0, 0.3, 1.0):
             mask = rng.uniform(size=n) < density
             x, c = rng.standard_normal((n, 2)), rng.standard_normal(n)
-            got = kernel._on_selected(jnp.asarray(mask), group, lambda c_rows, t: {"x": t["x"] * 2 + c_rows[:, None]},
-                                      jnp.asarray(c), {"x": jnp.asarray(x)})
+            got = on_selected(jnp.asarray(mask), const=jnp.asarray(c), tree={"x": jnp.asarray(x)})
             want = np.where(mask[:, None], x * 2 + c[:, None], x)
             np.testing.assert_array_equal(np.asarray(got["x"]), want)
 
