@@ -307,11 +307,10 @@ def test_on_selected_changes_exactly_the_selected_rows():
     """``fn`` applied to the mask rows in groups, of one width or wide groups then narrower ones
     (the last group partly empty, sizes not multiples of the group), the other rows untouched;
     against NumPy."""
+    import jax
     import jax.numpy as jnp
 
     from mfdyn.sweep import kernel
-
-    import jax
 
     rng = np.random.default_rng(5)
     for n, group in ((1, 4), (10, 4), (37, 8), (64, 8), (37, (8, 2)), (64, (16, 4)), (100, (32, 8, 2))):
