@@ -117,13 +117,15 @@ def test_chunk_and_worker_invariance(scalar_ds):
 
 def test_narrow_tiles_and_compaction_are_invisible(monkeypatch):
     """The kernel's scheduling (tile width, narrow tiles for the last live members, compaction
-    rounds) changes no bit: one wide tile per chunk against tiles of 8 with narrow tiles of 2."""
+    rounds and their doubling) changes no bit: one wide tile per chunk and rounds that double
+    against tiles of 8 with narrow tiles of 2 and rounds that do not."""
     from mfdyn.sweep import kernel
 
     axes = {"eta": np.linspace(0.2, 1.3, 12), "a": [0.5, 1.7, 2.4], "b": [0.3, 1.1]}
     wide = mfdyn.sweep(SCALAR, axes, 211, keep_orbit=3, chunk=72, progress=False)
     monkeypatch.setattr(kernel, "NARROW_MIN", 2)
     monkeypatch.setattr(kernel, "NARROW_FACTOR", 4)
+    monkeypatch.setattr(kernel, "ROUND_DOUBLINGS", 0)
     from mfdyn.sweep import api
     monkeypatch.setattr(api, "tile_size", lambda n_coords: 8)
     before = run_chunk._cache_size()
@@ -301,6 +303,27 @@ def test_rows_converging_in_the_last_steps_hide_no_period():
     np.testing.assert_array_equal(one_chunk.outcome.values.ravel(), outcome[rows])
     np.testing.assert_array_equal(one_chunk.period.values.ravel(), scan.period.values.ravel()[rows])
     xr_identical(one_chunk, mfdyn.sweep(SCALAR, axes, steps, chunk=40, progress=False))
+
+
+def test_padding_rows_of_a_short_chunk_are_never_advanced():
+    """A short last chunk is padded to the compiled shape by repeating its last point; the kernel
+    leaves the padding rows settled from the start (``diverged_at = 0``: no step run on them), and
+    the real rows' results are the same bits as when every row is real."""
+    from mfdyn.sweep.api import _chunk_values, plan_sweep
+    from mfdyn.sweep.distribute import _kernel_args
+
+    plan = plan_sweep(SCALAR, scalar_axes(), STEPS, tol=1e-12, max_period=64, keep_orbit=4, chunk=CHUNK,
+                      init_kind="gaussian", params0=None, check_every=16, sharpness=True, workers=1)
+    n, args = _kernel_args(plan.job, _chunk_values(plan.grid, (32, 36), spec=plan.job.spec))  # 4 of 16 rows
+    assert n == 4 and args[1]["eta"].shape == (CHUNK,) and int(args[-1]) == 4
+    padded = run_chunk(*args, spec=plan.job.spec)
+    full = run_chunk(*args[:-1], np.int64(CHUNK), spec=plan.job.spec)  # the same rows, all real
+    np.testing.assert_array_equal(np.asarray(padded["diverged_at"])[n:], 0)
+    np.testing.assert_array_equal(np.asarray(padded["steps_to_converge"])[n:], -1)
+    assert np.all(np.asarray(full["diverged_at"])[n:] != 0)  # (they would have run)
+    for name in padded:
+        np.testing.assert_array_equal(np.asarray(padded[name])[:n].view(np.uint8),
+                                      np.asarray(full[name])[:n].view(np.uint8), err_msg=name)
 
 
 def test_on_selected_changes_exactly_the_selected_rows():
