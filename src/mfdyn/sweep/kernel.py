@@ -12,8 +12,8 @@ inputs and their original row; only within the first full tile, in place, once t
 tiles are contiguous slices: full tiles of ``tile`` rows (sized for the cache), then narrow tiles
 (``tile / NARROW_FACTOR``) for the last few. A round that follows one without a compaction (too
 few rows settled to pay for it) is twice as long as that one, up to ``2^ROUND_DOUBLINGS`` times
-``blocks_per_round``: long-lived rows pay the per-round passes over their tiles less often (5% of
-the scalar benchmark's kernel, 9% where no row settles). Once the unsettled rows fit one narrow
+``blocks_per_round``: long-lived rows pay the per-round passes over their tiles less often (about
+3% of the scalar benchmark's kernel time, 10% where no row settles). Once the unsettled rows fit one narrow
 tile, the round runs on to the mark block (below) or the end. A settled trajectory costs nothing afterwards,
 so the work of a chunk is about the sum of its trajectories' own lengths, not its slowest member's
 length times ``C``. Within a tile a settled row is frozen by selecting its old state. The results
