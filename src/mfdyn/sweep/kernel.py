@@ -13,9 +13,9 @@ tiles are contiguous slices: full tiles of ``tile`` rows (sized for the cache), 
 (``tile / NARROW_FACTOR``) for the last few. A round that follows one without a compaction (too
 few rows settled to pay for it) is twice as long as that one, up to ``2^ROUND_DOUBLINGS`` times
 ``blocks_per_round``: long-lived rows pay the per-round passes over their tiles less often (about
-3% of the scalar benchmark's kernel time, 10% where no row settles). Once the unsettled rows fit one narrow
-tile, the round runs on to the mark block (below) or the end. A settled trajectory costs nothing afterwards,
-so the work of a chunk is about the sum of its trajectories' own lengths, not its slowest member's
+3% of the scalar benchmark's kernel time, 10% where no row settles). Once the unsettled rows fit
+one narrow tile, the round runs on to the mark block (below) or the end. A settled trajectory
+costs nothing afterwards, so the work of a chunk is about the sum of its trajectories' own lengths, not its slowest member's
 length times ``C``. Within a tile a settled row is frozen by selecting its old state. The results
 are put back in the chunk's order at the end. A trajectory's arithmetic never depends on which
 other trajectories share its tile or chunk, so results are bitwise identical for any chunk size,
@@ -275,6 +275,16 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
     def converged(problem, vals, z, v):
         return passes(vals, problem.grad(z), v)
 
+    def tested_step(problem, vals, z, v, g, r):
+        """Step ``r`` from ``(z, v)`` (``g`` its gradient): the new state and its gradient, whether
+        the new state is finite, and its event code: ``2 r + 1`` if the state or its gradient is not
+        finite (*bad*), ``2 r`` if it passes the convergence test, ``-1`` if neither."""
+        z1, v1 = plain_step(problem, vals)((z, v), grad=g)
+        g1 = problem.grad(z1)
+        state_ok = tree_all_finite(z1) & tree_all_finite(v1)
+        code = jnp.where(state_ok & tree_all_finite(g1), jnp.where(passes(vals, g1, v1), 2 * r, -1), 2 * r + 1)
+        return z1, v1, g1, state_ok, code
+
     def frozen_walk(problem, vals, packed, n: int):
         """``n`` plain steps from the packed state (see :func:`_complex_pairs`), one at a time with
         the test after each, stopping at the first event: returns the packed state the trajectory
@@ -299,11 +309,8 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
             for j in range(n):
                 r = r0 + j + 1
                 live = first < 0
-                z1, v1 = plain_step(problem, vals)((z, v), grad=g)
-                g1 = problem.grad(z1)
-                state_ok = tree_all_finite(z1) & tree_all_finite(v1)
-                good = state_ok & tree_all_finite(g1)
-                first = jnp.where(live & ~good, 2 * r + 1, jnp.where(live & good & passes(vals, g1, v1), 2 * r, first))
+                z1, v1, g1, state_ok, code = tested_step(problem, vals, z, v, g, r)
+                first = jnp.where(live, code, first)
                 keep = live & state_ok
                 z, v, g = tree_where(keep, z1, z), tree_where(keep, v1, v), tree_where(keep, g1, g)
             return pack_pair((z, v, g)), first
@@ -320,15 +327,11 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
     def find(problem, vals, packed, n: int):
         """``first`` of :func:`frozen_walk` (the first event), its steps unrolled and unfrozen:
         past the event the states run on (into non-finite values), as they no longer matter."""
-        plain = plain_step(problem, vals)
         z, v = unpack(problem, vals, packed)
         g = problem.grad(z)
         first = jnp.asarray(-1, jnp.int64)
         for r in range(1, n + 1):
-            z, v = plain((z, v), grad=g)
-            g = problem.grad(z)
-            event = jnp.where(tree_all_finite(z) & tree_all_finite(v) & tree_all_finite(g),
-                              jnp.where(passes(vals, g, v), 2 * r, -1), 2 * r + 1)
+            z, v, g, _, event = tested_step(problem, vals, z, v, g, r)
             first = jnp.where(first < 0, event, first)
         return first
 
