@@ -14,7 +14,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Sequence
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -127,7 +126,15 @@ def gd(
     )
 
 
-SOLVERS = {"kvaerno5": diffrax.Kvaerno5, "tsit5": diffrax.Tsit5, "dopri8": diffrax.Dopri8}
+SOLVERS = ("kvaerno5", "tsit5", "dopri8")  # diffrax's Kvaerno5, Tsit5, Dopri8
+
+
+def _diffrax():
+    """diffrax, imported on first use (it takes a third of a second or more to import, and only
+    gradient flow needs it: ``import mfdyn`` and the command line start faster without it)."""
+    import diffrax
+
+    return diffrax
 
 
 DIVERGENCE_NORM = 1e100  # gradient flow "diverges" once the state's norm passes this (or its loss overflows)
@@ -137,11 +144,13 @@ DIVERGENCE_NORM = 1e100  # gradient flow "diverges" once the state's norm passes
 def _flow_solve(problem, y0, ts, t1, rtol, atol, solver_name: str, max_steps: int):
     """Returns the states at ``ts`` (``inf`` where not reached), whether the solve ended by blowing up,
     whether it succeeded, and the number of steps."""
+    diffrax = _diffrax()
+    solver = {"kvaerno5": diffrax.Kvaerno5, "tsit5": diffrax.Tsit5, "dopri8": diffrax.Dopri8}[solver_name]
     term = diffrax.ODETerm(lambda t, y, args: -problem.flat_grad(y))
     blow_up = diffrax.Event(
         lambda t, y, args, **kw: ~jnp.isfinite(problem.flat_loss(y)) | (jnp.linalg.norm(y) > DIVERGENCE_NORM))
     sol = diffrax.diffeqsolve(
-        term, SOLVERS[solver_name](), t0=0.0, t1=t1, dt0=None, y0=y0,
+        term, solver(), t0=0.0, t1=t1, dt0=None, y0=y0,
         saveat=diffrax.SaveAt(ts=ts),
         # step onto every saved time: the solvers' dense interpolants are lower order than the steps
         stepsize_controller=diffrax.ClipStepSizeController(diffrax.PIDController(rtol=rtol, atol=atol), step_ts=ts),

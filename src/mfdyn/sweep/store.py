@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -122,6 +121,8 @@ def open_or_create(path: Any, config: dict, fingerprint: str, size: int, chunk: 
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     except OSError as exc:
         raise InputError(f"store {str(path)!r} is not writable ({exc.strerror})") from None
+    import dask.array as da  # (only to lay out an empty store: dask.array takes 0.3 s or more to import)
+
     try:
         n_chunks = -(-size // chunk)
         data_vars = {}
