@@ -245,6 +245,16 @@ def test_console_script_json():
     assert payload["status"] == "ok" and payload["method"] == "gd"
 
 
+def test_import_and_cli_start_leave_heavy_optional_modules_unloaded():
+    """``import mfdyn`` and building the command line load neither diffrax (gradient flow only) nor
+    dask.array (empty stores only): each takes a third of a second or more to import."""
+    code = ("import sys, mfdyn; from mfdyn.cli import build_app; build_app(); "
+            "print(sorted(m for m in ('diffrax', 'dask.array') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 def test_csv_columns_and_json_encoding_of_arrays():
     from mfdyn.cli.run import csv_columns, to_jsonable
 

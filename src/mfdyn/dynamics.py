@@ -126,7 +126,7 @@ def gd(
     )
 
 
-SOLVERS = ("kvaerno5", "tsit5", "dopri8")  # diffrax's Kvaerno5, Tsit5, Dopri8
+SOLVERS = {"kvaerno5": "Kvaerno5", "tsit5": "Tsit5", "dopri8": "Dopri8"}  # name -> diffrax solver class
 
 
 def _diffrax():
@@ -145,7 +145,7 @@ def _flow_solve(problem, y0, ts, t1, rtol, atol, solver_name: str, max_steps: in
     """Returns the states at ``ts`` (``inf`` where not reached), whether the solve ended by blowing up,
     whether it succeeded, and the number of steps."""
     diffrax = _diffrax()
-    solver = {"kvaerno5": diffrax.Kvaerno5, "tsit5": diffrax.Tsit5, "dopri8": diffrax.Dopri8}[solver_name]
+    solver = getattr(diffrax, SOLVERS[solver_name])
     term = diffrax.ODETerm(lambda t, y, args: -problem.flat_grad(y))
     blow_up = diffrax.Event(
         lambda t, y, args, **kw: ~jnp.isfinite(problem.flat_loss(y)) | (jnp.linalg.norm(y) > DIVERGENCE_NORM))
