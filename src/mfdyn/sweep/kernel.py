@@ -6,18 +6,18 @@ of a block, the revisit of the tail, the final observables) is written for ONE t
 ("some member is still unsettled").
 
 Compaction. A chunk of ``C`` trajectories runs in *rounds* of ``blocks_per_round`` check blocks.
-Its rows are kept in a *working order*: at the start of a round, when that saves the round a quarter
-of its lanes at least, the unsettled rows are moved to the front (a stable partition, carrying their
-inputs and their original row; only within the first full tile, in place, once they all lie there), so the
-tiles are contiguous slices: full tiles of ``tile`` rows (sized for the cache), then narrow tiles
-(``tile / NARROW_FACTOR``) for the last few. A round that follows one without a compaction (too
-few rows settled to pay for it) is twice as long as that one, up to ``2^ROUND_DOUBLINGS`` times
-``blocks_per_round``: long-lived rows pay the per-round passes over their tiles less often (about
-3% of the scalar benchmark's kernel time, 10% where no row settles). Once the unsettled rows fit
-one narrow tile, the round runs on to the mark block (below) or the end. A settled trajectory
-costs nothing afterwards, so the work of a chunk is about the sum of its trajectories' own lengths, not its slowest member's
-length times ``C``. Within a tile a settled row is frozen by selecting its old state. The results
-are put back in the chunk's order at the end. A trajectory's arithmetic never depends on which
+Its rows are kept in a *working order*: at the start of a round, when that saves the round a
+quarter of its lanes at least, the unsettled rows are moved to the front (a stable partition,
+carrying their inputs and their original row; only within the first full tile, in place, once they
+all lie there), so the tiles are contiguous slices: full tiles of ``tile`` rows (sized for the
+cache), then narrow tiles (``tile / NARROW_FACTOR``) for the last few. A round that follows one
+without a compaction (too few rows settled to pay for it) is twice as long as that one, up to
+``2^ROUND_DOUBLINGS`` times ``blocks_per_round``: long-lived rows pay the per-round passes over
+their tiles less often (about 3% of the scalar benchmark's kernel time, 10% where no row settles).
+Once the unsettled rows fit one narrow tile, the round runs on to the mark block (below) or the
+end. A settled trajectory costs nothing afterwards, so the work of a chunk is about the sum of its
+trajectories' own lengths, not its slowest member's length times ``C``. Within a tile a settled
+row is frozen by selecting its old state. The results are put back in the chunk's order at the end. A trajectory's arithmetic never depends on which
 other trajectories share its tile or chunk, so results are bitwise identical for any chunk size,
 tile width and distribution of chunks over workers.
 
