@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test test-all bench clean
+.PHONY: run test test-all bench bench-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ test-all: $(TEST_STAMP)
 bench: $(TEST_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python benchmarks/sweep_bench.py
+
+# on a machine with a GPU and JAX's CUDA plugin (CuPy, if installed, adds the fused CUDA reference)
+bench-gpu: $(TEST_STAMP)
+	$(BIN)/python benchmarks/sweep_gpu_bench.py
 
 clean:
 	rm -rf $(VENV) results

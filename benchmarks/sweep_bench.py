@@ -25,7 +25,7 @@ import numpy as np
 
 import mfdyn
 from mfdyn.sweep.api import default_chunk
-from mfdyn.sweep.distribute import local_workers
+from mfdyn.sweep.distribute import kernel_platform, local_workers
 from mfdyn.sweep.kernel import run_chunk
 
 RESULTS = Path(__file__).parent / "results"
@@ -341,7 +341,7 @@ def table(s: dict, dp: dict, c: dict, scale: float) -> str:
         f"{c['cli_one_trajectory_s']:.2f} s / {c['cli_one_trajectory_warm_cache_s']:.2f} s | |",
     ]
     load = os.getloadavg()[0]
-    head = (f"Machine: {platform.machine()}, {os.cpu_count()} cores, CPU only (no GPU), float64; "
+    head = (f"Machine: {platform.machine()}, {os.cpu_count()} cores, JAX on the {kernel_platform().upper()}, float64; "
             f"1-min load average {load:.2f} when the table was written. Scale {scale} of the issue's sizes. "
             f"Times: the best of 5 interleaved rounds (engine on threads, engine on processes, fused reference), "
             f"of 3 runs for the NumPy loops.\n\n")
@@ -352,18 +352,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the issue's sizes (trajectories, seeds)")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="fraction of the issue's step counts")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON files and the table")
     args = parser.parse_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
     s = bench_scalar(int(1e6 * args.scale), int(1000 * args.steps_scale))
-    (RESULTS / "scalar.json").write_text(json.dumps(s, indent=2))
+    (out / "scalar.json").write_text(json.dumps(s, indent=2))
     print(json.dumps(s, indent=2))
     dp = bench_deep(max(8, int(4096 * args.scale)), int(2000 * args.steps_scale))
-    (RESULTS / "deep.json").write_text(json.dumps(dp, indent=2))
+    (out / "deep.json").write_text(json.dumps(dp, indent=2))
     print(json.dumps(dp, indent=2))
     c = bench_compile_and_cli()
-    (RESULTS / "compile_cli.json").write_text(json.dumps(c, indent=2))
+    (out / "compile_cli.json").write_text(json.dumps(c, indent=2))
     print(json.dumps(c, indent=2))
-    (RESULTS / "README_table.md").write_text(table(s, dp, c, args.scale))
+    (out / "README_table.md").write_text(table(s, dp, c, args.scale))
     print(table(s, dp, c, args.scale))
 
 

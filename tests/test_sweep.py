@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 from functools import partial
 
 import numpy as np
@@ -115,6 +117,47 @@ def test_chunk_and_worker_invariance(scalar_ds):
         xr_identical(scalar_ds, other)
 
 
+def test_accelerator_plan_is_one_tile_per_chunk_and_changes_no_bit(scalar_ds, monkeypatch):
+    """On an accelerator (here this CPU, declared one) the default plan is one chunk of the whole
+    (small) grid, run by one worker as a single tile spanning the chunk, its event blocks replayed
+    on the whole tile; the results are the CPU plan's, bit for bit. The chunk sizes there: a worker's share, at most ``ACCELERATOR_CHUNK_MAX``
+    points and ``ACCELERATOR_CHUNK_BYTES`` of state."""
+    api = importlib.import_module("mfdyn.sweep.api")
+    distribute = importlib.import_module("mfdyn.sweep.distribute")
+    assert api.default_chunk(10**6, 2, 1, "gpu") == 10**6
+    assert api.default_chunk(10**7, 2, 1, "gpu") == api.ACCELERATOR_CHUNK_MAX
+    per_point = 2 * 8 * 12 * 256  # deep L=4, d=8: 256 coordinates
+    assert api.default_chunk(10**6, 256, 1, "gpu") == api.ACCELERATOR_CHUNK_BYTES // per_point // 8 * 8
+    assert api.default_chunk(1000, 2, 4, "gpu") == 256  # a worker's share (padded to the lane)
+    assert distribute.local_workers(None, "gpu") == 1 and distribute.local_workers(3, "gpu") == 3
+    planned = api.plan_sweep(SCALAR, scalar_axes(), STEPS, tol=1e-12, max_period=64, keep_orbit=4, chunk=None,
+                             init_kind="gaussian", params0=None, check_every=16, sharpness=True, workers=None).job.spec
+    assert distribute.executed_spec(planned, "cpu") is planned  # cache-sized tiles on a CPU
+
+    seen = []
+
+    class Spy:  # run_chunk, recording the schedule and the chunk shape each call runs with
+        def __call__(self, *args, spec, factory):
+            seen.append((spec.tile, spec.replay_gathered, args[1]["eta"].shape[0]))
+            return run_chunk(*args, spec=spec, factory=factory)
+
+        def lower(self, *args, spec, factory):
+            seen.append((spec.tile, spec.replay_gathered, args[1]["eta"].shape[0]))
+            return run_chunk.lower(*args, spec=spec, factory=factory)
+
+    from mfdyn.sweep import kernel
+
+    monkeypatch.setattr(kernel, "NARROW_MIN", 2)  # narrow tiles of 5 rows: the tile of 40 replays ungathered
+    monkeypatch.setattr(distribute, "run_chunk", Spy())
+    monkeypatch.setattr(distribute, "kernel_platform", lambda: "gpu")
+    monkeypatch.setattr(api, "kernel_platform", lambda: "gpu")
+    ds = mfdyn.sweep(SCALAR, scalar_axes(), STEPS, keep_orbit=4, progress=False)
+    assert seen == [(distribute.WHOLE_CHUNK, False, 40)] * 2  # compiled, then run: one chunk (36 points, padded)
+    assert json.loads(ds.attrs["mfdyn_config"])["platform"] == "gpu"  # (the only difference)
+    for name in scalar_ds.data_vars:
+        np.testing.assert_array_equal(scalar_ds[name].values, ds[name].values, err_msg=name)
+
+
 def test_narrow_tiles_and_compaction_are_invisible(monkeypatch):
     """The kernel's scheduling (tile width, narrow tiles for the last live members, compaction
     rounds and their doubling) changes no bit: one wide tile per chunk and rounds that double
@@ -128,6 +171,8 @@ def test_narrow_tiles_and_compaction_are_invisible(monkeypatch):
     monkeypatch.setattr(kernel, "ROUND_DOUBLINGS", 0)
     from mfdyn.sweep import api
     monkeypatch.setattr(api, "tile_size", lambda n_coords: 8)
+    distribute = importlib.import_module("mfdyn.sweep.distribute")
+    monkeypatch.setattr(distribute, "kernel_platform", lambda: "cpu")  # the planned tiles, also on a GPU
     before = run_chunk._cache_size()
     narrow = mfdyn.sweep(SCALAR, axes, 211, keep_orbit=3, chunk=72, progress=False)
     assert run_chunk._cache_size() == before + 1  # really compiled with tiles of 8 and 2

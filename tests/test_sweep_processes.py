@@ -35,6 +35,16 @@ def test_worker_processes_give_the_same_bits_as_threads():
     assert processes.worker_pool(2).healthy()  # kept for the session
 
 
+def test_worker_processes_run_jax_on_the_cpu(monkeypatch):
+    """The workers are the cores': on a GPU machine JAX in each would otherwise open the GPU (and
+    take most of its memory). glibc's malloc settings stay the user's where set."""
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "123")
+    env = processes.worker_environment()
+    assert env["JAX_PLATFORMS"] == "cpu"
+    assert env["MALLOC_TRIM_THRESHOLD_"] == "123" and env["MALLOC_MMAP_THRESHOLD_"] == processes.MALLOC_SETTINGS["MALLOC_MMAP_THRESHOLD_"]
+
+
 def _dying_values(values_of, marker: str, parent: int, die_at: tuple[int, ...]):
     """``values_of`` that kills its worker process, the first time only, on the chunks starting at
     ``die_at`` (never the parent)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -51,6 +52,12 @@ def test_store_roundtrip_resume_and_refusal(tmp_path):
         mfdyn.sweep(SCALAR, AXES, 151, keep_orbit=2, store=path, progress=False)
     with pytest.raises(InputError, match="different sweep configuration"):
         mfdyn.sweep(mfdyn.ScalarFactorization(2.0), AXES, 150, keep_orbit=2, store=path, progress=False)
+    # the platform is part of the configuration (a GPU rounds differently: its bits would mix with these)
+    api = importlib.import_module("mfdyn.sweep.api")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(api, "kernel_platform", lambda: "gpu")
+        with pytest.raises(InputError, match='platform: store has "cpu", this call has "gpu"'):
+            mfdyn.sweep(SCALAR, AXES, 150, keep_orbit=2, store=path, progress=False)
     assert _tree(path) == before
     other = tmp_path / "not_a_store"
     other.mkdir()

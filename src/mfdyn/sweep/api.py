@@ -23,7 +23,8 @@ from ..errors import InputError
 from ..problems import Problem, ScalarFactorization
 from . import store as st
 from .classify import LABELS, decode
-from .distribute import ChunkJob, LANE, local_workers, padded_size, run_dask, run_local, run_processes
+from .distribute import (ChunkJob, LANE, cluster_platform, dask_client, kernel_platform, local_workers, padded_size,
+                         run_dask, run_local, run_processes)
 from .grid import Grid, _axis_values, chunk_ranges, make_grid
 from .kernel import KernelSpec
 from .progress import SweepProgress
@@ -34,6 +35,8 @@ NONNEGATIVE_CONSTANTS = ("quartic", "weight_decay", "balance")
 CACHE_BYTES = 4 << 20  # a tile's hot working set is kept under this (L2 + a share of L3)
 TILES_PER_CHUNK = 8
 CHUNKS_PER_WORKER = 4
+ACCELERATOR_CHUNK_BYTES = 2 << 30  # a GPU chunk's hot state (about 12 float64 per coordinate, twice) ...
+ACCELERATOR_CHUNK_MAX = 1 << 21  # ... and its points at most (a unit of progress and resumption)
 
 
 # ---- problem description (for the configuration and the store fingerprint) ----------------
@@ -138,7 +141,10 @@ def _constant_fields(base: Problem) -> tuple[str, ...]:
 
 
 def plan_sweep(problem, axes, steps, *, tol, max_period, keep_orbit, chunk, init_kind, params0, check_every,
-               sharpness, workers) -> Plan:
+               sharpness, workers, platform: str = "cpu", local: bool = True) -> Plan:
+    """Validates everything and plans the chunks. ``platform``: where the kernels run (recorded in
+    the configuration); ``local``: in this process, whose device then sizes the chunks (else they
+    are sized for CPU cores)."""
     steps = v.integer("steps", steps, minimum=1)
     v.finite_scalar("tol", tol, positive=True)
     max_period = v.integer("max_period", max_period, minimum=0)
@@ -201,7 +207,8 @@ def plan_sweep(problem, axes, steps, *, tol, max_period, keep_orbit, chunk, init
                       const_names=const_names, sharpness=bool(sharpness),
                       heavy_ball="momentum" in grid.axis_names, tile=tile_size(n_coords))
     if chunk is None:
-        chunk = default_chunk(grid.size, n_coords, local_workers(workers))
+        sized_for = platform if local else "cpu"
+        chunk = default_chunk(grid.size, n_coords, local_workers(workers, sized_for), sized_for)
     config = {
         "mfdyn_version": _version(),
         "problem": describe_problem(base, factory),
@@ -209,7 +216,7 @@ def plan_sweep(problem, axes, steps, *, tol, max_period, keep_orbit, chunk, init
         "steps": steps, "tol": float(tol), "max_period": max_period, "keep_orbit": keep_orbit,
         "check_every": check_every, "init": init, "init_kind": spec.init_kind, "sharpness": bool(sharpness),
         "params0": None if params0 is None else _describe_value(jax.tree_util.tree_leaves(params0)),
-        "num_coordinates": n_coords,
+        "num_coordinates": n_coords, "platform": platform,
     }
     fingerprint = _digest(json.dumps(config, sort_keys=True).encode())
     job = ChunkJob(problem=base, factory=factory, params0=params0, spec=spec, tol=float(tol), padded=padded_size(chunk))
@@ -237,10 +244,18 @@ def tile_size(n_coords: int) -> int:
     return 2 ** int(math.log2(max(LANE, min(4096, CACHE_BYTES // per_point))))
 
 
-def default_chunk(n_points: int, n_coords: int, workers: int) -> int:
-    """Points per chunk (the unit of storage, resumption and distribution): ``TILES_PER_CHUNK``
-    tiles, so that the kernel's compaction of settled trajectories has room to work, but small
-    enough that every worker gets about ``CHUNKS_PER_WORKER`` chunks."""
+def default_chunk(n_points: int, n_coords: int, workers: int, platform: str = "cpu") -> int:
+    """Points per chunk (the unit of storage, resumption and distribution).
+
+    On a CPU: ``TILES_PER_CHUNK`` tiles, so that the kernel's compaction of settled trajectories
+    has room to work, but small enough that every worker gets about ``CHUNKS_PER_WORKER`` chunks.
+    On an accelerator (one tile per chunk, :func:`~mfdyn.sweep.distribute.executed_spec`): a
+    worker's share of the grid, at most ``ACCELERATOR_CHUNK_MAX`` points and
+    ``ACCELERATOR_CHUNK_BYTES`` of state (each chunk pays the kernel's fixed loop trips once)."""
+    if platform != "cpu":
+        fits = ACCELERATOR_CHUNK_BYTES // (2 * 8 * 12 * max(n_coords, 1))
+        share = padded_size(-(-n_points // workers))
+        return max(LANE, min(share, ACCELERATOR_CHUNK_MAX, fits // LANE * LANE))
     share = padded_size(-(-n_points // (workers * CHUNKS_PER_WORKER)))
     return max(1, min(TILES_PER_CHUNK * tile_size(n_coords), share))
 
@@ -295,23 +310,41 @@ def sweep(
     configuration (``mfdyn_config``, JSON) and version.
 
     ``chunk``: trajectories per chunk, the unit of storage, resumption and distribution (default:
-    8 cache-sized tiles, at most a quarter of a worker's share); ``workers``: local
-    threads or processes (default: all cores); ``store="out.zarr"``: write chunk by chunk, resume on
-    a second call with the same arguments, refuse a store of another configuration; ``scheduler``:
-    ``None`` (or ``"threads"``) runs the chunks in this process on all local cores;
-    ``"processes"`` on a pool of local worker processes, one per core, started on first use and kept
-    for the session (:mod:`mfdyn.sweep.processes`: 10-20% faster for large sweeps, as threads of one
-    process contend for XLA's thread pool; the start and each worker's compilation on one core cost
-    seconds once, 9.6 s for the scalar benchmark on 2 cores); a Dask ``Client`` or ``"tcp://host:port"`` runs
-    them on a cluster. The result is bitwise identical for any ``chunk``, ``workers``,
-    ``scheduler`` and interruption.
+    8 cache-sized tiles, at most a quarter of a worker's share; on a GPU the whole grid, up to
+    2^21 points); ``workers``: local threads or processes (default: all cores; one on a GPU);
+    ``store="out.zarr"``: write chunk by chunk, resume on a second call with the same arguments,
+    refuse a store of another configuration; ``scheduler``: ``None`` (or ``"threads"``) runs the
+    chunks in this process, on JAX's default device: all local cores of a CPU, or a GPU (one tile
+    per chunk there, :func:`~mfdyn.sweep.distribute.executed_spec`; ``JAX_PLATFORMS=cpu`` keeps
+    a sweep on the CPU); ``"processes"`` on a pool of local worker processes, one per core, on the
+    CPU, started on first use and kept for the session (:mod:`mfdyn.sweep.processes`: 10-20%
+    faster for large sweeps, as threads of one process contend for XLA's thread pool; the start
+    and each worker's compilation on one core cost seconds once, 9.6 s for the scalar benchmark
+    on 2 cores); a Dask ``Client`` or ``"tcp://host:port"`` runs them on a cluster. The result is
+    bitwise identical for any ``chunk``, ``workers``, ``scheduler`` and interruption on one
+    platform; a GPU rounds differently from a CPU (the configuration records the ``platform``, so
+    a store is resumed only on the platform that began it).
     """
     if isinstance(scheduler, str) and scheduler not in LOCAL_SCHEDULERS and "://" not in scheduler:
         raise InputError(f"scheduler must be one of {LOCAL_SCHEDULERS}, an address like 'tcp://host:port' or a "
                          f"dask Client, got {scheduler!r}")
-    plan = plan_sweep(problem, axes, steps, tol=tol, max_period=max_period, keep_orbit=keep_orbit, chunk=chunk,
-                      init_kind=init_kind, params0=params0, check_every=check_every, sharpness=sharpness,
-                      workers=workers)
+    # where the kernels run (part of the configuration: a GPU rounds differently from a CPU)
+    local = scheduler is None or scheduler == "threads"
+    client, owned = (None, False) if local or scheduler == "processes" else dask_client(scheduler)
+    platform = kernel_platform() if local else "cpu" if client is None else cluster_platform(client)
+    try:
+        plan = plan_sweep(problem, axes, steps, tol=tol, max_period=max_period, keep_orbit=keep_orbit, chunk=chunk,
+                          init_kind=init_kind, params0=params0, check_every=check_every, sharpness=sharpness,
+                          workers=workers, platform=platform, local=local)
+        return _run(plan, store, scheduler if client is None else client, workers, progress)
+    finally:
+        if owned:
+            client.close()
+
+
+def _run(plan: Plan, store: Any, scheduler: Any, workers: int | None, progress: bool) -> xr.Dataset:
+    """Runs the chunks of a plan not yet in ``store`` and returns the gridded Dataset."""
+    local = scheduler is None or scheduler == "threads"
     grid, chunk_size = plan.grid, plan.chunk
     path = None
     if store is not None:
@@ -324,7 +357,7 @@ def sweep(
     todo = [i for i in range(len(ranges)) if not done[i]]
     pieces = [(i, ranges[i]) for i in todo]
     values_of = partial(_chunk_values, grid, spec=plan.job.spec)  # (called where the chunk runs)
-    if scheduler is None or scheduler == "threads":
+    if local:
         runner = run_local(plan.job, values_of, pieces, workers)
     elif scheduler == "processes":
         runner = run_processes(plan.job, values_of, pieces, workers)

@@ -34,7 +34,8 @@ Schedule of one trajectory (``T = steps``, ``c = check_every``, ``W = tail`` =
    row whose block ended exactly where it started (a cycle whose length divides ``c``): both are
    recognized by an end state equal, bit for bit, to the start state. The state at step ``s0``
    (the *mark*) is kept;
-2. at the end of the round, those rows of a tile (gathered in groups) replay their block from
+2. at the end of the round, those rows of a tile (gathered in groups; on a GPU the whole tile,
+   masked: ``KernelSpec.replay_gathered``) replay their block from
    its start, one step at a time with the test after every step, and locate the first event
    exactly: the first step whose state or gradient is not finite (``diverged_at``, stopping at
    the same last state as :func:`mfdyn.dynamics.guarded_update`), or the first step passing the
@@ -98,6 +99,7 @@ class KernelSpec:
     heavy_ball: bool = True  # False when no momentum is swept: plain GD steps (see gd_update)
     tile: int = 4096  # trajectories advanced together (sized for the cache)
     blocks_per_round: int = 4  # check blocks of a round, between two compactions (doubled: ROUND_DOUBLINGS)
+    replay_gathered: bool = True  # replay event blocks on their rows gathered in groups (else the whole tile)
 
     @property
     def main_blocks(self) -> int:
@@ -656,11 +658,13 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, filled: 
     def locate(vals, zv, event):
         """The rows with an event block (``event >= 0``, its start step), gathered in groups of
         ``widths[-1]`` rows (the replay costs several times a block per row; most rows of a tile
-        have none): their new packed state and event code (``-1`` for the other rows)."""
+        have none), or with ``spec.replay_gathered`` off the whole tile, masked (on a GPU the
+        gathers and scatters cost far more than walking every row): their new packed state and
+        event code (``-1`` for the other rows)."""
         selected = event >= 0
         code = jnp.full(event.shape, -1, jnp.int64)
         group = widths[-1]
-        if event.shape[0] <= group:
+        if not spec.replay_gathered or event.shape[0] <= group:
             end, first = locate_rows((vals, event), (zv, code))
             return _where(selected, end, zv), jnp.where(selected, first, code)
         return _on_selected(selected, group, locate_rows, (vals, event), (zv, code))

@@ -53,6 +53,13 @@ def _results_file() -> int:
     return fd
 
 
+def worker_environment() -> dict[str, str]:
+    """A worker's environment: this one's, with glibc's ``MALLOC_SETTINGS`` unless set, and JAX on
+    the CPU: the workers are the cores' (on a GPU machine each would otherwise open the GPU and take
+    most of its memory; the kernels of a sweep run on the GPU with ``scheduler=None``)."""
+    return {**MALLOC_SETTINGS, **os.environ, "JAX_PLATFORMS": "cpu"}
+
+
 class _Worker:
     def __init__(self, cpu: int | None):
         cache = jax.config.jax_compilation_cache_dir
@@ -61,7 +68,7 @@ class _Worker:
         # the parent's import path: jobs may refer to its modules (a factory defined in a test module)
         code = (f"import os, sys; {pin}sys.path[:] = {sys.path!r}; "
                 f"from mfdyn.sweep.worker import main; main({cache!r}, {fd})")
-        env = {**MALLOC_SETTINGS, **os.environ}
+        env = worker_environment()
         try:
             self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE, env=env, pass_fds=(fd,))
