@@ -129,6 +129,8 @@ def test_accelerator_plan_is_one_tile_per_chunk_and_changes_no_bit(scalar_ds, mo
     per_point = 2 * 8 * 12 * 256  # deep L=4, d=8: 256 coordinates
     assert api.default_chunk(10**6, 256, 1, "gpu") == api.ACCELERATOR_CHUNK_BYTES // per_point // 8 * 8
     assert api.default_chunk(1000, 2, 4, "gpu") == 256  # a worker's share (padded to the lane)
+    with_orbit = api.ACCELERATOR_CHUNK_BYTES // (2 * 8 * (12 + 64) * 256) // 8 * 8  # 64 kept states of 256 coordinates
+    assert api.default_chunk(10**6, 256, 1, "gpu", keep_orbit=64) == with_orbit
     assert distribute.local_workers(None, "gpu") == 1 and distribute.local_workers(3, "gpu") == 3
     planned = api.plan_sweep(SCALAR, scalar_axes(), STEPS, tol=1e-12, max_period=64, keep_orbit=4, chunk=None,
                              init_kind="gaussian", params0=None, check_every=16, sharpness=True, workers=None).job.spec

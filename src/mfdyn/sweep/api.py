@@ -35,7 +35,7 @@ NONNEGATIVE_CONSTANTS = ("quartic", "weight_decay", "balance")
 CACHE_BYTES = 4 << 20  # a tile's hot working set is kept under this (L2 + a share of L3)
 TILES_PER_CHUNK = 8
 CHUNKS_PER_WORKER = 4
-ACCELERATOR_CHUNK_BYTES = 2 << 30  # a GPU chunk's hot state (about 12 float64 per coordinate, twice) ...
+ACCELERATOR_CHUNK_BYTES = 2 << 30  # a GPU chunk's state (about 12 float64 per coordinate and orbit step, twice) ...
 ACCELERATOR_CHUNK_MAX = 1 << 21  # ... and its points at most (a unit of progress and resumption)
 
 
@@ -208,7 +208,7 @@ def plan_sweep(problem, axes, steps, *, tol, max_period, keep_orbit, chunk, init
                       heavy_ball="momentum" in grid.axis_names, tile=tile_size(n_coords))
     if chunk is None:
         sized_for = platform if local else "cpu"
-        chunk = default_chunk(grid.size, n_coords, local_workers(workers, sized_for), sized_for)
+        chunk = default_chunk(grid.size, n_coords, local_workers(workers, sized_for), sized_for, keep_orbit)
     config = {
         "mfdyn_version": _version(),
         "problem": describe_problem(base, factory),
@@ -244,16 +244,17 @@ def tile_size(n_coords: int) -> int:
     return 2 ** int(math.log2(max(LANE, min(4096, CACHE_BYTES // per_point))))
 
 
-def default_chunk(n_points: int, n_coords: int, workers: int, platform: str = "cpu") -> int:
+def default_chunk(n_points: int, n_coords: int, workers: int, platform: str = "cpu", keep_orbit: int = 0) -> int:
     """Points per chunk (the unit of storage, resumption and distribution).
 
     On a CPU: ``TILES_PER_CHUNK`` tiles, so that the kernel's compaction of settled trajectories
     has room to work, but small enough that every worker gets about ``CHUNKS_PER_WORKER`` chunks.
     On an accelerator (one tile per chunk, :func:`~mfdyn.sweep.distribute.executed_spec`): a
     worker's share of the grid, at most ``ACCELERATOR_CHUNK_MAX`` points and
-    ``ACCELERATOR_CHUNK_BYTES`` of state (each chunk pays the kernel's fixed loop trips once)."""
+    ``ACCELERATOR_CHUNK_BYTES`` of state, the ``keep_orbit`` last states included (each chunk pays
+    the kernel's fixed loop trips once; the kernel pads a chunk to twice its size)."""
     if platform != "cpu":
-        fits = ACCELERATOR_CHUNK_BYTES // (2 * 8 * 12 * max(n_coords, 1))
+        fits = ACCELERATOR_CHUNK_BYTES // (2 * 8 * (12 + keep_orbit) * max(n_coords, 1))
         share = padded_size(-(-n_points // workers))
         return max(LANE, min(share, ACCELERATOR_CHUNK_MAX, fits // LANE * LANE))
     share = padded_size(-(-n_points // (workers * CHUNKS_PER_WORKER)))
