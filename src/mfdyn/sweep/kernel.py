@@ -454,22 +454,24 @@ def decode_first(first: jax.Array, t0: jax.Array) -> tuple[jax.Array, jax.Array]
     return jnp.where((first >= 0) & bad, t0 + row, -1), jnp.where((first >= 0) & ~bad, t0 + row, -1)
 
 
-def sq_norm_bound(tol: jax.Array) -> jax.Array:
+def sq_norm_bound(tol: jax.Array, xp: Any = jnp) -> jax.Array:
     """The largest float64 ``x`` with ``sqrt(x) <= tol`` (in floating point), so that
-    ``sqrt(s) <= tol`` if and only if ``s <= bound`` for every float64 ``s`` (``sqrt`` is correctly
-    rounded, hence monotone). The test then needs no square root: XLA keeps a square root out of
-    a fused loop, and computes the whole block of steps again to feed it.
+    ``sqrt(s) <= tol`` if and only if ``s <= bound`` for every float64 ``s >= 0`` (a squared norm;
+    ``sqrt`` is correctly rounded, hence monotone). The test then needs no square root: XLA keeps a
+    square root out of a fused loop, and computes the whole block of steps again to feed it.
 
     Start from ``tol * tol`` (within a few units in the last place of the bound, or 0 or inf when it
-    under- or overflows) and step to the bound one float at a time.
+    under- or overflows) and step to the bound one float at a time. ``xp``: ``jax.numpy`` (the
+    kernel), or ``numpy`` (IEEE arithmetic with subnormals, as on a GPU; XLA:CPU reads subnormal
+    inputs as zero).
     """
-    tol = jnp.asarray(tol, jnp.float64)
+    tol = xp.asarray(tol, xp.float64)
     x = tol * tol
     for _ in range(4):
-        x = jnp.where(jnp.sqrt(x) > tol, jnp.nextafter(x, -jnp.inf), x)
+        x = xp.where(xp.sqrt(x) > tol, xp.nextafter(x, -xp.inf), x)
     for _ in range(4):
-        up = jnp.nextafter(x, jnp.inf)
-        x = jnp.where(jnp.sqrt(up) <= tol, up, x)
+        up = xp.nextafter(x, xp.inf)
+        x = xp.where(xp.sqrt(up) <= tol, up, x)
     return x
 
 
