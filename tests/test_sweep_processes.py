@@ -37,12 +37,19 @@ def test_worker_processes_give_the_same_bits_as_threads():
 
 def test_worker_processes_run_jax_on_the_cpu(monkeypatch):
     """The workers are the cores': on a GPU machine JAX in each would otherwise open the GPU (and
-    take most of its memory). glibc's malloc settings stay the user's where set."""
+    take most of its memory). glibc's malloc settings stay the user's where set, and so do LLVM
+    options passed in ``XLA_FLAGS``."""
     monkeypatch.setenv("JAX_PLATFORMS", "cuda")
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "123")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
     env = processes.worker_environment()
     assert env["JAX_PLATFORMS"] == "cpu"
     assert env["MALLOC_TRIM_THRESHOLD_"] == "123" and env["MALLOC_MMAP_THRESHOLD_"] == processes.MALLOC_SETTINGS["MALLOC_MMAP_THRESHOLD_"]
+    # the loop interleaving is added to the user's XLA flags (the bits it leaves alone: the test above)
+    assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x " + processes.WORKER_XLA_FLAGS
+    mine = "--xla_backend_extra_options=-force-vector-interleave=4"
+    monkeypatch.setenv("XLA_FLAGS", mine)  # LLVM options of the user's own: kept as they are
+    assert processes.worker_environment()["XLA_FLAGS"] == mine
 
 
 def _dying_values(values_of, marker: str, parent: int, die_at: tuple[int, ...]):
