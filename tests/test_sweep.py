@@ -120,8 +120,9 @@ def test_chunk_and_worker_invariance(scalar_ds):
 def test_accelerator_plan_is_one_tile_per_chunk_and_changes_no_bit(scalar_ds, monkeypatch):
     """On an accelerator (here this CPU, declared one) the default plan is one chunk of the whole
     (small) grid, run by one worker as a single tile spanning the chunk, its event blocks replayed
-    on the whole tile; the results are the CPU plan's, bit for bit. The chunk sizes there: a worker's share, at most ``ACCELERATOR_CHUNK_MAX``
-    points and ``ACCELERATOR_CHUNK_BYTES`` of state."""
+    on the whole tile; the results are the CPU plan's, bit for bit. The chunk sizes there: a
+    worker's share, at most ``ACCELERATOR_CHUNK_MAX`` points and ``ACCELERATOR_CHUNK_BYTES`` of
+    state."""
     api = importlib.import_module("mfdyn.sweep.api")
     distribute = importlib.import_module("mfdyn.sweep.distribute")
     assert api.default_chunk(10**6, 2, 1, "gpu") == 10**6

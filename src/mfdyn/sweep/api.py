@@ -330,7 +330,7 @@ def sweep(
         raise InputError(f"scheduler must be one of {LOCAL_SCHEDULERS}, an address like 'tcp://host:port' or a "
                          f"dask Client, got {scheduler!r}")
     # where the kernels run (part of the configuration: a GPU rounds differently from a CPU)
-    local = scheduler is None or scheduler == "threads"
+    local = _in_process(scheduler)
     client, owned = (None, False) if local or scheduler == "processes" else dask_client(scheduler)
     platform = kernel_platform() if local else "cpu" if client is None else cluster_platform(client)
     try:
@@ -343,9 +343,13 @@ def sweep(
             client.close()
 
 
+def _in_process(scheduler: Any) -> bool:
+    """Whether ``scheduler`` runs the chunks on threads of this process."""
+    return scheduler is None or scheduler == "threads"
+
+
 def _run(plan: Plan, store: Any, scheduler: Any, workers: int | None, progress: bool) -> xr.Dataset:
     """Runs the chunks of a plan not yet in ``store`` and returns the gridded Dataset."""
-    local = scheduler is None or scheduler == "threads"
     grid, chunk_size = plan.grid, plan.chunk
     path = None
     if store is not None:
@@ -358,7 +362,7 @@ def _run(plan: Plan, store: Any, scheduler: Any, workers: int | None, progress: 
     todo = [i for i in range(len(ranges)) if not done[i]]
     pieces = [(i, ranges[i]) for i in todo]
     values_of = partial(_chunk_values, grid, spec=plan.job.spec)  # (called where the chunk runs)
-    if local:
+    if _in_process(scheduler):
         runner = run_local(plan.job, values_of, pieces, workers)
     elif scheduler == "processes":
         runner = run_processes(plan.job, values_of, pieces, workers)
