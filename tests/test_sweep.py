@@ -161,6 +161,28 @@ def test_accelerator_plan_is_one_tile_per_chunk_and_changes_no_bit(scalar_ds, mo
         np.testing.assert_array_equal(scalar_ds[name].values, ds[name].values, err_msg=name)
 
 
+def test_chunk_threads_run_on_the_callers_default_device(monkeypatch):
+    """``with jax.default_device(d)`` holds for the calling thread only; the sweep is planned (and
+    its platform recorded) for ``d``, so its chunk threads run there too (on a GPU machine they
+    would otherwise run on the GPU a CPU plan labelled "cpu")."""
+    import jax
+
+    distribute = importlib.import_module("mfdyn.sweep.distribute")
+    compute = distribute.compute_chunk
+    seen = []
+
+    def spy(job, values):
+        seen.append(jax.config.jax_default_device)
+        return compute(job, values)
+
+    monkeypatch.setattr(distribute, "compute_chunk", spy)
+    cpu = jax.devices("cpu")[0]
+    with jax.default_device(cpu):
+        ds = mfdyn.sweep(SCALAR, scalar_axes(), 20, chunk=8, workers=2, progress=False)
+    assert len(seen) == 5 and all(device == cpu for device in seen)
+    assert json.loads(ds.attrs["mfdyn_config"])["platform"] == "cpu"
+
+
 def test_narrow_tiles_and_compaction_are_invisible(monkeypatch):
     """The kernel's scheduling (tile width, narrow tiles for the last live members, compaction
     rounds and their doubling) changes no bit: one wide tile per chunk and rounds that double

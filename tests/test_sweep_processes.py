@@ -21,7 +21,19 @@ processes = importlib.import_module("mfdyn.sweep.processes")
 AXES = {"eta": np.linspace(0.05, 2.1, 9), "a": np.linspace(0.1, 3.0, 7), "b": [0.3, 1.4]}
 
 
-def test_worker_processes_give_the_same_bits_as_threads():
+@pytest.fixture
+def threads_on_the_cpu():
+    """In-process references on the CPU, where the worker processes run (on a GPU machine the
+    default device is the GPU, which rounds differently)."""
+    import jax
+
+    before = jax.config.jax_default_device
+    jax.config.update("jax_default_device", jax.devices("cpu")[0])
+    yield
+    jax.config.update("jax_default_device", before)
+
+
+def test_worker_processes_give_the_same_bits_as_threads(threads_on_the_cpu):
     kw = dict(keep_orbit=3, chunk=24, progress=False)
     ref = mfdyn.sweep(mfdyn.ScalarFactorization(1.0), AXES, 300, **kw)
     ds = mfdyn.sweep(mfdyn.ScalarFactorization(1.0), AXES, 300, scheduler="processes", workers=2, **kw)
@@ -65,7 +77,7 @@ def _dying_values(values_of, marker: str, parent: int, die_at: tuple[int, ...]):
 
 
 @pytest.mark.parametrize("deaths", [1, 2])
-def test_a_worker_process_killed_mid_chunk_loses_nothing(tmp_path, deaths):
+def test_a_worker_process_killed_mid_chunk_loses_nothing(tmp_path, deaths, threads_on_the_cpu):
     """One worker dies: its chunk goes to the other. Both die: the rest runs in this process."""
     plan = api.plan_sweep(mfdyn.ScalarFactorization(1.0), AXES, 300, tol=1e-12, max_period=64, keep_orbit=0,
                           chunk=16, init_kind="normal", params0=None, check_every=16, sharpness=True, workers=2)

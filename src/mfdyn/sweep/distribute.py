@@ -46,7 +46,14 @@ def kernel_platform() -> str:
     choose it)."""
     import jax
 
-    device = jax.config.jax_default_device
+    return device_platform(jax.config.jax_default_device)
+
+
+def device_platform(device: Any) -> str:
+    """The platform of a default device as ``jax.default_device`` takes it: a device, a platform
+    name, or ``None`` (JAX's default backend)."""
+    import jax
+
     if device is None:
         return jax.default_backend()
     return device if isinstance(device, str) else device.platform
@@ -105,18 +112,30 @@ def local_workers(workers: int | None, platform: str = "cpu") -> int:
     return max(1, os.cpu_count() or 1) if platform == "cpu" else 1
 
 
-def run_local(job: ChunkJob, values_of: ValuesOf, pieces: list[Piece], workers: int | None) -> Iterator[tuple[int, dict]]:
+def run_local(job: ChunkJob, values_of: ValuesOf, pieces: list[Piece], workers: int | None,
+              device: Any = None) -> Iterator[tuple[int, dict]]:
     """Chunks on a thread pool, one chunk per core at a time (XLA releases the GIL while running).
 
     The kernel is compiled first, once, so that the threads share it (a chunk run alone for that
-    would leave the other cores idle meanwhile).
+    would leave the other cores idle meanwhile). Everything runs on ``device``, by default the
+    caller's default device: ``with jax.default_device(...)`` sets that for the calling thread
+    only, and the sweep was planned (and its platform recorded) for it.
     """
     if not pieces:
         return
-    compile_kernel(job, values_of(pieces[0][1]))
-    with ThreadPoolExecutor(max_workers=local_workers(workers, kernel_platform())) as pool:
-        # a chunk's values are built by its thread
-        futures = {pool.submit(lambda bounds: compute_chunk(job, values_of(bounds)), bounds): idx for idx, bounds in pieces}
+    import jax
+
+    if device is None:
+        device = jax.config.jax_default_device  # (this thread's: a `with jax.default_device` context included)
+
+    def run(bounds):  # a chunk's values are built by its thread
+        with jax.default_device(device):
+            return compute_chunk(job, values_of(bounds))
+
+    with jax.default_device(device):
+        compile_kernel(job, values_of(pieces[0][1]))
+    with ThreadPoolExecutor(max_workers=local_workers(workers, device_platform(device))) as pool:
+        futures = {pool.submit(run, bounds): idx for idx, bounds in pieces}
         try:
             for fut in as_completed(futures):
                 yield futures[fut], fut.result()
@@ -127,13 +146,17 @@ def run_local(job: ChunkJob, values_of: ValuesOf, pieces: list[Piece], workers: 
 
 def run_processes(job: ChunkJob, values_of: ValuesOf, pieces: list[Piece], workers: int | None) -> Iterator[tuple[int, dict]]:
     """Chunks on the session's pool of local worker processes, one per core
-    (:mod:`mfdyn.sweep.processes`); what no worker can run runs in this process."""
+    (:mod:`mfdyn.sweep.processes`); what no worker can run runs in this process, on its CPU like
+    the workers (the sweep's platform)."""
+    import jax
+
     from .processes import worker_pool
 
     if not pieces:
         return
+    cpu = jax.devices("cpu")[0]
     yield from worker_pool(local_workers(workers)).run(job, values_of, pieces,
-                                                       lambda left: run_local(job, values_of, left, workers))
+                                                       lambda left: run_local(job, values_of, left, workers, cpu))
 
 
 def dask_client(scheduler: Any):
