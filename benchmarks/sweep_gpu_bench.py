@@ -135,6 +135,36 @@ def cpu_engine_results(axes: dict, steps: int) -> dict:
         return dict(np.load(Path(tmp) / "cpu.npz"))
 
 
+def engine_breakdown(problem, axes: dict, steps: int, rounds: int = 5) -> dict:
+    """Where a sweep's time goes on the GPU, chunk by chunk as ``mfdyn.sweep`` plans it: building the
+    per-point axis values on the host, the kernel alone (inputs already on the device, results left
+    there), and the kernel with its results copied to the host (``compute_chunk``). The rest of a
+    sweep is the assembly of the Dataset on the host."""
+    from functools import partial
+
+    from mfdyn.sweep import api, distribute
+    from mfdyn.sweep.kernel import run_chunk
+
+    plan = api.plan_sweep(problem, axes, steps, tol=1e-12, max_period=64, keep_orbit=0, chunk=None,
+                          init_kind="gaussian", params0=None, check_every=16, sharpness=True, workers=None,
+                          platform=kernel_platform())
+    values_of = partial(api._chunk_values, plan.grid, spec=plan.job.spec)
+    bounds = api.chunk_ranges(plan.grid.size, plan.chunk)
+    spec = distribute.executed_spec(plan.job.spec)
+    values = [values_of(b) for b in bounds]
+    on_device = [jax.device_put(distribute._kernel_args(plan.job, v)[1]) for v in values]
+
+    def kernels():
+        return jax.block_until_ready([run_chunk(*args, spec=spec, factory=plan.job.factory) for args in on_device])
+
+    kernels()
+    return {"chunks": len(bounds),
+            "values_s": timed(lambda: [values_of(b) for b in bounds], repeat=rounds)[0],
+            "kernel_s": timed(kernels, repeat=rounds)[0],
+            "kernel_and_transfer_s": timed(lambda: [distribute.compute_chunk(plan.job, v) for v in values],
+                                           repeat=rounds)[0]}
+
+
 def bench_scalar_gpu(n_total: int, steps: int, rounds: int = 5) -> dict:
     axes = scalar_axes(n_total)
     eta, a, b = points(axes)
@@ -145,6 +175,7 @@ def bench_scalar_gpu(n_total: int, steps: int, rounds: int = 5) -> dict:
     first = time.perf_counter() - t0
     t_sweep, ds = timed(lambda: mfdyn.sweep(problem, axes, steps, progress=False), repeat=rounds)
     base = gpu_baselines(eta, a, b, steps, rounds)
+    parts = engine_breakdown(problem, axes, steps, rounds)
     t_np, _ = timed(numpy_loop, eta, a, b, steps)
     cpu = cpu_engine_results(axes, steps)
     same_outcome = float(np.mean(ds.outcome.values.astype(str) == cpu["outcome"]))
@@ -157,9 +188,11 @@ def bench_scalar_gpu(n_total: int, steps: int, rounds: int = 5) -> dict:
            "numpy_s": t_np, "speedup_vs_numpy": t_np / t_sweep, **base,
            "speedup_vs_vector_loop": base["vector_loop_s"] / t_sweep,
            "time_ratio_vs_xla_fused": t_sweep / base["xla_fused_s"],
-           "outcome_agreement_with_cpu": same_outcome, "bitwise_agreement_with_cpu": same_bits}
+           "outcome_agreement_with_cpu": same_outcome, "bitwise_agreement_with_cpu": same_bits,
+           "breakdown": parts, "kernel_time_ratio_vs_xla_fused": parts["kernel_s"] / base["xla_fused_s"]}
     if "cuda_fused_s" in base:
         out["time_ratio_vs_cuda_fused"] = t_sweep / base["cuda_fused_s"]
+        out["kernel_time_ratio_vs_cuda_fused"] = parts["kernel_s"] / base["cuda_fused_s"]
     return out
 
 
@@ -194,6 +227,21 @@ def _versus(ratio: float) -> str:
     return f"engine {ratio:.1f}x faster" if ratio >= 1 else f"engine takes {1 / ratio:.2f}x its time"
 
 
+def _breakdown_rows(s: dict) -> list[str]:
+    """The sweep's time split (absent from results written before the split was measured)."""
+    if "breakdown" not in s:
+        return []
+    p = s["breakdown"]
+    cuda = (f"; {s['kernel_time_ratio_vs_cuda_fused']:.0f}x the fused CUDA kernel's time"
+            if "kernel_time_ratio_vs_cuda_fused" in s else "")
+    return [f"| ... of which: the kernel alone (inputs on the GPU, results left there) | {p['chunks']} chunk(s) | "
+            f"{p['kernel_s'] * 1e3:.1f} ms ({s['kernel_time_ratio_vs_xla_fused']:.2f}x the XLA `fori_loop`'s time{cuda}) |",
+            f"| ... the kernel with its results copied to the host | | {p['kernel_and_transfer_s'] * 1e3:.1f} ms |",
+            f"| ... the per-point axis values, built on the host | | {p['values_s'] * 1e3:.1f} ms |",
+            f"| ... the rest: the Dataset assembled on the host (outcome labels decoded) | | "
+            f"{(s['sweep_s'] - p['kernel_and_transfer_s'] - p['values_s']) * 1e3:.1f} ms |"]
+
+
 def table(s: dict, dp: dict, meta: dict) -> str:
     n, T = f"{s['trajectories']:,}", s["steps"]
     agree = ", ".join(f"{k} {100 * v:.2f}%" for k, v in s["bitwise_agreement_with_cpu"].items())
@@ -201,6 +249,7 @@ def table(s: dict, dp: dict, meta: dict) -> str:
             f"| scalar sweep: engine, all tracking | {n} traj x {T} steps, chunk {s['chunk']} | "
             f"{s['sweep_traj_steps_per_s']:.3g} traj-steps/s ({s['sweep_s']:.3f} s; first call with compilation "
             f"{s['first_sweep_s']:.1f} s) |",
+            *_breakdown_rows(s),
             f"| (i-gpu) vector loop on the GPU ({s['vector_loop']}), update only | same | {s['vector_loop_s']:.3f} s: "
             f"{_versus(s['speedup_vs_vector_loop'])} |",
             f"| (i) NumPy loop on one host core, update only | same | {s['numpy_s']:.2f} s: "
