@@ -140,14 +140,16 @@ def engine_breakdown(problem, axes: dict, steps: int, rounds: int = 5) -> dict:
     per-point axis values on the host, the kernel alone (inputs already on the device, results left
     there), and the kernel with its results copied to the host (``compute_chunk``). The rest of a
     sweep is the assembly of the Dataset on the host."""
+    import inspect
     from functools import partial
 
     from mfdyn.sweep import api, distribute
     from mfdyn.sweep.kernel import run_chunk
 
-    plan = api.plan_sweep(problem, axes, steps, tol=1e-12, max_period=64, keep_orbit=0, chunk=None,
-                          init_kind="gaussian", params0=None, check_every=16, sharpness=True, workers=None,
-                          platform=kernel_platform())
+    planned = ("tol", "max_period", "keep_orbit", "chunk", "init_kind", "params0", "check_every", "sharpness",
+               "workers")
+    defaults = {name: inspect.signature(api.sweep).parameters[name].default for name in planned}  # mfdyn.sweep's
+    plan = api.plan_sweep(problem, axes, steps, **defaults, platform=kernel_platform())
     values_of = partial(api._chunk_values, plan.grid, spec=plan.job.spec)
     bounds = api.chunk_ranges(plan.grid.size, plan.chunk)
     spec = distribute.executed_spec(plan.job.spec)

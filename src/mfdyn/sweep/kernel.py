@@ -17,9 +17,10 @@ their tiles less often (about 3% of the scalar benchmark's kernel time, 10% wher
 Once the unsettled rows fit one narrow tile, the round runs on to the mark block (below) or the
 end. A settled trajectory costs nothing afterwards, so the work of a chunk is about the sum of its
 trajectories' own lengths, not its slowest member's length times ``C``. Within a tile a settled
-row is frozen by selecting its old state. The results are put back in the chunk's order at the end. A trajectory's arithmetic never depends on which
-other trajectories share its tile or chunk, so results are bitwise identical for any chunk size,
-tile width and distribution of chunks over workers.
+row is frozen by selecting its old state. The results are put back in the chunk's order at the
+end. A trajectory's arithmetic never depends on which other trajectories share its tile or chunk,
+so results are bitwise identical for any chunk size, tile width and distribution of chunks over
+workers.
 
 Schedule of one trajectory (``T = steps``, ``c = check_every``, ``W = tail`` =
 ``min(max(max_period, keep_orbit), T)``, ``s0 = c floor((T - W) / c)``):
@@ -35,13 +36,13 @@ Schedule of one trajectory (``T = steps``, ``c = check_every``, ``W = tail`` =
    recognized by an end state equal, bit for bit, to the start state. The state at step ``s0``
    (the *mark*) is kept;
 2. at the end of the round, those rows of a tile (gathered in groups; on a GPU the whole tile,
-   masked: ``KernelSpec.replay_gathered``) replay their block from
-   its start, one step at a time with the test after every step, and locate the first event
-   exactly: the first step whose state or gradient is not finite (``diverged_at``, stopping at
-   the same last state as :func:`mfdyn.dynamics.guarded_update`), or the first step passing the
-   convergence test (``steps_to_converge``, stopping there). A row with no event is on a cycle:
-   every later block ends in the same state, which is therefore its state at ``s0`` and at the
-   end of the main phase; it is *paused* there and costs nothing more until step 3;
+   masked: ``KernelSpec.replay_gathered``) replay their block from its start, one step at a time
+   with the test after every step, and locate the first event exactly: the first step whose state
+   or gradient is not finite (``diverged_at``, stopping at the same last state as
+   :func:`mfdyn.dynamics.guarded_update`), or the first step passing the convergence test
+   (``steps_to_converge``, stopping there). A row with no event is on a cycle: every later block
+   ends in the same state, which is therefore its state at ``s0`` and at the end of the main phase;
+   it is *paused* there and costs nothing more until step 3;
 3. the members still live walk the last ``T mod c`` steps the same way (a test after each);
 4. the members live at ``T`` (and, with ``keep_orbit = K``, those that converged after
    ``T - K``) *revisit* steps ``s0 .. T`` from the mark: the same arithmetic again, so the same
