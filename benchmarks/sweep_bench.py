@@ -12,6 +12,7 @@ Usage: ``python benchmarks/sweep_bench.py [--scale 1.0]`` (scale < 1 shrinks N a
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import mfdyn
+from mfdyn._xla_flags import with_llvm_options
 from mfdyn.sweep.api import default_chunk
 from mfdyn.sweep.distribute import kernel_platform, local_workers
 from mfdyn.sweep.kernel import run_chunk
@@ -132,6 +134,15 @@ def interleaved(fns: dict, rounds: int) -> tuple[dict, dict]:
     return times, out
 
 
+def dataset_digest(ds) -> str:
+    """A SHA-256 digest of every variable's values (outcome labels included), in name order."""
+    h = hashlib.sha256()
+    for name in sorted(ds.data_vars):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(ds[name].values).tobytes())
+    return h.hexdigest()
+
+
 def timed(fn, *args, repeat=1):
     best = np.inf
     for _ in range(repeat):
@@ -164,6 +175,7 @@ def bench_scalar(n_total: int, steps: int) -> dict:
     (t_sweep, ds), (t_proc, ds_proc), (t_nb, (nb_a, nb_b)) = ((min(rounds[k]), outs[k]) for k in ("threads", "processes", "fused"))
     per_round = {k: np.divide(rounds[k], rounds["fused"]) for k in ("threads", "processes")}  # same-round ratios
     proc_identical = bool(ds.identical(ds_proc))
+    digest = dataset_digest(ds)
     settled = np.where(ds.steps_to_converge.values >= 0, ds.steps_to_converge.values,
                        np.where(ds.diverged_at.values >= 0, ds.diverged_at.values, steps))
     executed = float(np.minimum(settled, steps).sum())  # steps each trajectory needed (the rest is skipped)
@@ -190,7 +202,7 @@ def bench_scalar(n_total: int, steps: int) -> dict:
             "time_ratio_vs_fused": t_sweep / t_nb, "outcomes": counts, "round_times_s": rounds,
             "round_ratio_vs_fused_range": {k: [float(r.min()), float(r.max())] for k, r in per_round.items()},
             "sweep_processes_s": t_proc, "processes_start_and_compile_s": t_proc_start,
-            "processes_identical_to_threads": proc_identical,
+            "processes_identical_to_threads": proc_identical, "threads_result_digest": digest,
             "sweep_processes_traj_steps_per_s": ts / t_proc, "speedup_vs_numpy_processes": t_np / t_proc,
             "time_ratio_vs_fused_processes": t_proc / t_nb, "no_settling_processes_s": t_slow_proc, "numpy_tracked_step_agreement": agree,
             "fused_vs_numpy_bitwise_agreement": fused_agree,
@@ -204,6 +216,35 @@ def bench_scalar(n_total: int, steps: int) -> dict:
                     "tol = 1e-300, so every trajectory runs all steps (pure kernel speed). 'processes': "
                     "scheduler='processes', one pinned worker process per core, started once per session "
                     "(processes_start_and_compile_s: the first, 4-point sweep, incl. the workers' compilation)."}
+
+
+def engine_rounds(n_total: int, steps: int, rounds: int = 5) -> dict:
+    """The scalar sweep on threads (the default) and the fused reference (ii) in ``rounds``
+    interleaved rounds, in this process as it is configured (run by :func:`bench_cli_process`)."""
+    axes = scalar_axes(n_total)
+    eta, a, b = points(axes)
+    problem = mfdyn.ScalarFactorization(1.0)
+    kw = dict(progress=False, chunk=default_chunk(eta.size, 2, local_workers(None)))
+    mfdyn.sweep(problem, {k: v[:4] for k, v in axes.items()}, steps, **kw)  # compile the same chunk shape
+    fused = numba_reference()
+    fused(eta[:64], a[:64], b[:64], 2, 1.0, 512)
+    times, outs = interleaved({"threads": lambda: mfdyn.sweep(problem, axes, steps, **kw),
+                               "fused": lambda: fused(eta, a, b, steps, 1.0, 512)}, rounds=rounds)
+    ratios = np.divide(times["threads"], times["fused"])
+    return {"xla_flags": os.environ.get("XLA_FLAGS", ""), "sweep_s": min(times["threads"]),
+            "numba_fused_s": min(times["fused"]), "time_ratio_vs_fused": min(times["threads"]) / min(times["fused"]),
+            "round_ratio_vs_fused_range": [float(ratios.min()), float(ratios.max())],
+            "sweep_traj_steps_per_s": eta.size * steps / min(times["threads"]), "round_times_s": times,
+            "threads_result_digest": dataset_digest(outs["threads"])}
+
+
+def bench_cli_process(scale: float, steps_scale: float) -> dict:
+    """:func:`engine_rounds` in a fresh process configured as the ``mfdyn`` command line configures
+    its own: mfdyn's LLVM options added to ``XLA_FLAGS`` (:mod:`mfdyn._xla_flags`)."""
+    env = dict(os.environ, XLA_FLAGS=with_llvm_options(os.environ.get("XLA_FLAGS", "")))
+    proc = subprocess.run([sys.executable, __file__, "--engine-rounds", "--scale", str(scale),
+                           "--steps-scale", str(steps_scale)], env=env, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def deep_flops_per_step(d: int, L: int) -> float:
@@ -296,7 +337,7 @@ def _span(lo_hi: list) -> str:
     return f"{lo_hi[0]:.2f}-{lo_hi[1]:.2f}x"
 
 
-def table(s: dict, dp: dict, c: dict, scale: float) -> str:
+def table(s: dict, cli: dict, dp: dict, c: dict, scale: float) -> str:
     n, T = f"{s['trajectories']:,}", s["steps"]
     rows = [
         "| benchmark | size | result | target |",
@@ -322,6 +363,12 @@ def table(s: dict, dp: dict, c: dict, scale: float) -> str:
         f"{s['time_ratio_vs_fused_processes']:.2f}x** (the ratio within each of the 5 rounds: threads "
         f"{_span(s['round_ratio_vs_fused_range']['threads'])}, processes "
         f"{_span(s['round_ratio_vs_fused_range']['processes'])}) | <= 1.5x |",
+        f"| the engine on threads as the command line runs it (XLA_FLAGS `{cli['xla_flags']}`, "
+        f"`mfdyn._xla_flags`), in a process of its own | same | {cli['sweep_traj_steps_per_s']:.3g} traj-steps/s "
+        f"({cli['sweep_s']:.2f} s); time vs the fused reference in that process ({cli['numba_fused_s']:.2f} s): "
+        f"**{cli['time_ratio_vs_fused']:.2f}x** (rounds {_span(cli['round_ratio_vs_fused_range'])}); results "
+        f"identical to this process's: {'yes' if cli['threads_result_digest'] == s['threads_result_digest'] else 'NO'} "
+        f"| <= 1.5x |",
         f"| steps up to settling (all steps if never; the engine skips the rest, and the rest of a "
         f"cycle that repeats within a check block) | | {100 * s['executed_fraction']:.1f}% of nominal "
         f"({s['executed_traj_steps_per_s']:.3g} such traj-steps/s) | |",
@@ -353,20 +400,27 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the issue's sizes (trajectories, seeds)")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="fraction of the issue's step counts")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON files and the table")
+    parser.add_argument("--engine-rounds", action="store_true", help=argparse.SUPPRESS)  # (bench_cli_process's child)
     args = parser.parse_args()
+    if args.engine_rounds:
+        print(json.dumps(engine_rounds(int(1e6 * args.scale), int(1000 * args.steps_scale))))
+        return
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     s = bench_scalar(int(1e6 * args.scale), int(1000 * args.steps_scale))
     (out / "scalar.json").write_text(json.dumps(s, indent=2))
     print(json.dumps(s, indent=2))
+    cli = bench_cli_process(args.scale, args.steps_scale)
+    (out / "scalar_cli_process.json").write_text(json.dumps(cli, indent=2))
+    print(json.dumps(cli, indent=2))
     dp = bench_deep(max(8, int(4096 * args.scale)), int(2000 * args.steps_scale))
     (out / "deep.json").write_text(json.dumps(dp, indent=2))
     print(json.dumps(dp, indent=2))
     c = bench_compile_and_cli()
     (out / "compile_cli.json").write_text(json.dumps(c, indent=2))
     print(json.dumps(c, indent=2))
-    (out / "README_table.md").write_text(table(s, dp, c, args.scale))
-    print(table(s, dp, c, args.scale))
+    (out / "README_table.md").write_text(table(s, cli, dp, c, args.scale))
+    print(table(s, cli, dp, c, args.scale))
 
 
 if __name__ == "__main__":

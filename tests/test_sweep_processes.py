@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import mfdyn
+from mfdyn._xla_flags import LLVM_XLA_FLAGS
 
 api = importlib.import_module("mfdyn.sweep.api")  # (mfdyn.sweep is the function)
 distribute = importlib.import_module("mfdyn.sweep.distribute")
@@ -58,7 +59,7 @@ def test_worker_processes_run_jax_on_the_cpu(monkeypatch):
     assert env["JAX_PLATFORMS"] == "cpu"
     assert env["MALLOC_TRIM_THRESHOLD_"] == "123" and env["MALLOC_MMAP_THRESHOLD_"] == processes.MALLOC_SETTINGS["MALLOC_MMAP_THRESHOLD_"]
     # the loop interleaving is added to the user's XLA flags (the bits it leaves alone: the test above)
-    assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x " + processes.WORKER_XLA_FLAGS
+    assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x " + LLVM_XLA_FLAGS
     mine = "--xla_backend_extra_options=-force-vector-interleave=4"
     monkeypatch.setenv("XLA_FLAGS", mine)  # LLVM options of the user's own: kept as they are
     assert processes.worker_environment()["XLA_FLAGS"] == mine

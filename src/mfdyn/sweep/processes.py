@@ -30,19 +30,13 @@ from typing import Any, Callable, Iterator
 import cloudpickle
 import jax
 
+from .._xla_flags import with_llvm_options
 from .worker import KEPT_JOBS, RESULTS_BYTES, receive, send, view_results
 
 MALLOC_SETTINGS = {  # glibc: reuse freed buffers instead of returning them to the system at once
     "MALLOC_MMAP_THRESHOLD_": str(1 << 30),  # (XLA allocates a chunk's buffers anew per run;
     "MALLOC_TRIM_THRESHOLD_": str(1 << 32),  # fresh pages cost a page fault each)
 }
-# LLVM interleaves two vector iterations of each loop XLA emits: two independent dependency chains
-# per trip where the fused block of GD steps has one (it is bound by the latency of its dependent
-# steps). Same bits. Measured on one core, 2026-11-22 (A/B in alternate processes, 3 pairs each):
-# the scalar benchmark's kernel 3-14% faster, 6-17% where no row settles; the deep L=4, d=8
-# benchmark unchanged (within the noise). Four interleaved iterations made the scalar kernel
-# 15-33% faster but the deep one 7-25% slower: its loops over 8 entries then skip the vector body.
-WORKER_XLA_FLAGS = "--xla_backend_extra_options=-force-vector-interleave=2"
 _TOKENS = itertools.count()
 
 
@@ -64,11 +58,9 @@ def worker_environment() -> dict[str, str]:
     """A worker's environment: this one's, with glibc's ``MALLOC_SETTINGS`` unless set, JAX on the
     CPU (the workers are the cores': on a GPU machine each would otherwise open the GPU and take
     most of its memory; the kernels of a sweep run on the GPU with ``scheduler=None``), and
-    ``WORKER_XLA_FLAGS`` added to ``XLA_FLAGS`` unless these pass LLVM options already."""
+    the LLVM options of mfdyn's own processes added to ``XLA_FLAGS`` (:mod:`mfdyn._xla_flags`)."""
     env = {**MALLOC_SETTINGS, **os.environ, "JAX_PLATFORMS": "cpu"}
-    flags = env.get("XLA_FLAGS", "")
-    if "xla_backend_extra_options" not in flags:
-        env["XLA_FLAGS"] = f"{flags} {WORKER_XLA_FLAGS}".strip()
+    env["XLA_FLAGS"] = with_llvm_options(env.get("XLA_FLAGS", ""))
     return env
 
 
