@@ -49,7 +49,7 @@ def numpy_loop(eta, a, b, steps, y=1.0):
     with np.errstate(all="ignore"):
         for _ in range(steps):
             psi = a * b - y
-            a, b = a - eta * psi * b, b - eta * psi * a
+            a, b = a - (eta * b) * psi, b - (eta * a) * psi  # (the engine's order: ScalarFactorization.descent)
     return a, b
 
 
@@ -77,7 +77,7 @@ def numpy_tracked_loop(eta, a, b, steps, tol=1e-12, window=64, y=1.0):
             if t == steps:
                 break
             move = active & ~bad & ~done
-            a, b = np.where(move, a - eta * ga, a), np.where(move, b - eta * gb, b)
+            a, b = np.where(move, a - (eta * b) * psi, a), np.where(move, b - (eta * a) * psi, b)
         last = ring[-1]
         gaps = np.linalg.norm(last[None] - ring[:-1][::-1], axis=1)  # k = 1..window
         match = gaps <= 1e-9 * np.linalg.norm(last, axis=0)
@@ -100,8 +100,8 @@ def numba_reference():
                 ai = a[i]
                 bi = b[i]
                 psi = ai * bi - y
-                a[i] = ai - eta[i] * psi * bi
-                b[i] = bi - eta[i] * psi * ai
+                a[i] = ai - (eta[i] * bi) * psi
+                b[i] = bi - (eta[i] * ai) * psi
 
     @numba.njit(parallel=True, fastmath=False)
     def fused(eta, a, b, steps, y, block):

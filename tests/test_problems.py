@@ -56,6 +56,34 @@ def test_closed_form_gradient_equals_autodiff(family, field, seed):
     assert_tree_close(problem.grad(params), autodiff_grad(problem, params), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("family,field", CASES)
+@settings(max_examples=6)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_descent_is_eta_times_the_gradient(family, field, seed):
+    """``descent`` (the increment GD subtracts) equals ``eta grad f``: exactly for the default,
+    to rounding for the scalar family's ``(eta b) psi`` (two roundings either way: within 4 ulp of
+    ``eta (psi b)``); ``grad`` passed in gives the same bits as computed inside."""
+    rng = np.random.default_rng(seed)
+    problem = random_problem(family, rng, field)
+    params = problem.init(int(rng.integers(0, 1000)), scale=float(rng.uniform(0.3, 1.5)))
+    eta = jnp.asarray(rng.uniform(0.01, 1.5))
+    step = problem.descent(params, eta)
+    reference = jax.tree_util.tree_map(lambda g: eta * g, problem.grad(params))
+    for x, y, z in zip(jax.tree_util.tree_leaves(step), jax.tree_util.tree_leaves(reference),
+                       jax.tree_util.tree_leaves(problem.descent(params, eta, grad=problem.grad(params)))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(z))
+        if family == "scalar":
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=4 * np.finfo(np.float64).eps, atol=0)
+        else:
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    if family == "scalar":  # and over many points at once, far from and near the minimizers
+        a, b = (jnp.asarray(rng.uniform(-3, 3, 10_000)) for _ in range(2))
+        step = problem.descent((a, b), eta)
+        reference = jax.tree_util.tree_map(lambda g: eta * g, problem.grad((a, b)))
+        for x, y in zip(step, reference):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=4 * np.finfo(np.float64).eps, atol=0)
+
+
 def test_custom_problem_gradient_uses_project_convention():
     Y = jnp.array([[1.0 + 2.0j, 0.5], [0.0, -1.0j]])
     deep = mfdyn.DeepFactorization(Y, 2, balance=0.7, weight_decay=0.1, field="complex")

@@ -31,13 +31,14 @@ def gd_update(problem: Any, params: PyTree, velocity: PyTree, eta: jax.Array, mo
     """One step; returns ``(params', velocity')``. Pure; shared by ``gd`` and ``sweep``.
 
     ``heavy_ball`` (static): ``v' = momentum v - eta g``, ``z' = z + v'``; otherwise plain GD
-    ``z' = z - eta g`` with ``v`` left unchanged. Every caller picks the same formula for the same
-    run, so ``gd`` and ``sweep`` agree bit for bit.
+    ``z' = z - eta g`` with ``v`` left unchanged. ``eta g`` is :meth:`~mfdyn.problems.base.Problem.descent`
+    (``grad``: the gradient of ``params``, if the caller has it). Every caller picks the same
+    formula for the same run, so ``gd`` and ``sweep`` agree bit for bit.
     """
-    g = problem.grad(params) if grad is None else grad
+    step = problem.descent(params, eta, grad=grad)
     if not heavy_ball:
-        return jax.tree_util.tree_map(lambda p, gi: p - eta * gi, params, g), velocity
-    velocity = jax.tree_util.tree_map(lambda vel, gi: momentum * vel - eta * gi, velocity, g)
+        return jax.tree_util.tree_map(lambda p, s: p - s, params, step), velocity
+    velocity = jax.tree_util.tree_map(lambda vel, s: momentum * vel - s, velocity, step)
     params = jax.tree_util.tree_map(lambda p, vel: p + vel, params, velocity)
     return params, velocity
 

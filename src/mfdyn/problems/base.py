@@ -40,6 +40,15 @@ class Problem(eqx.Module):
     def grad(self, params: PyTree) -> PyTree:
         """``grad f`` in the project convention (``d/dRe + i d/dIm`` for complex leaves)."""
 
+    def descent(self, params: PyTree, eta: jax.Array, grad: PyTree = None) -> PyTree:
+        """``eta grad f(params)``, the increment a GD step subtracts, from ``grad`` if given (the
+        gradient of ``params``, computed once for a test and a step) or computed here. Every GD
+        step of mfdyn (``gd``, ``sweep``, the sweep kernel's replays) goes through this method, so
+        all agree bit for bit; a family may evaluate the product in another order
+        (:meth:`mfdyn.ScalarFactorization.descent`)."""
+        g = self.grad(params) if grad is None else grad
+        return jax.tree_util.tree_map(lambda gi: eta * gi, g)
+
     @abc.abstractmethod
     def param_template(self) -> PyTree:
         """A pytree of ``jax.ShapeDtypeStruct`` describing the parameters."""
