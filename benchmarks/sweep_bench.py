@@ -152,22 +152,29 @@ def timed(fn, *args, repeat=1):
     return best, out
 
 
-def bench_scalar(n_total: int, steps: int) -> dict:
+def scalar_case(n_total: int, steps: int):
+    """The scalar benchmark's grid, its per-point values, the problem, the sweep keywords, and the
+    fused reference (ii), with the engine's kernel compiled for the chunk shape and the reference
+    warmed up."""
     axes = scalar_axes(n_total)
     eta, a, b = points(axes)
-    n = eta.size
     problem = mfdyn.ScalarFactorization(1.0)
-    chunk = default_chunk(n, 2, local_workers(None))
-    kw = dict(progress=False, chunk=chunk)
+    kw = dict(progress=False, chunk=default_chunk(eta.size, 2, local_workers(None)))
     mfdyn.sweep(problem, {k: v[:4] for k, v in axes.items()}, steps, **kw)  # compile the same chunk shape
+    fused = numba_reference()
+    fused(eta[:64], a[:64], b[:64], 2, 1.0, 512)
+    return axes, (eta, a, b), problem, kw, fused
+
+
+def bench_scalar(n_total: int, steps: int) -> dict:
+    axes, (eta, a, b), problem, kw, fused = scalar_case(n_total, steps)
+    n, chunk = eta.size, kw["chunk"]
     # the same sweep on worker processes: the first call starts the pool and each worker compiles
     # (on its first chunk: the warm-up has a chunk per worker at least)
     kw_proc = dict(kw, scheduler="processes")
     workers = local_workers(None)
     warm = dict(axes, eta=axes["eta"][:-(-workers * chunk // (axes["a"].size * axes["b"].size))])
     t_proc_start, _ = timed(lambda: mfdyn.sweep(problem, warm, steps, **kw_proc))
-    fused = numba_reference()
-    fused(eta[:64], a[:64], b[:64], 2, 1.0, 512)
     # the engine (threads, processes) and the fused reference (ii) in interleaved rounds, best of 5
     rounds, outs = interleaved({"threads": lambda: mfdyn.sweep(problem, axes, steps, **kw),
                                 "processes": lambda: mfdyn.sweep(problem, axes, steps, **kw_proc),
@@ -221,13 +228,7 @@ def bench_scalar(n_total: int, steps: int) -> dict:
 def engine_rounds(n_total: int, steps: int, rounds: int = 5) -> dict:
     """The scalar sweep on threads (the default) and the fused reference (ii) in ``rounds``
     interleaved rounds, in this process as it is configured (run by :func:`bench_cli_process`)."""
-    axes = scalar_axes(n_total)
-    eta, a, b = points(axes)
-    problem = mfdyn.ScalarFactorization(1.0)
-    kw = dict(progress=False, chunk=default_chunk(eta.size, 2, local_workers(None)))
-    mfdyn.sweep(problem, {k: v[:4] for k, v in axes.items()}, steps, **kw)  # compile the same chunk shape
-    fused = numba_reference()
-    fused(eta[:64], a[:64], b[:64], 2, 1.0, 512)
+    axes, (eta, a, b), problem, kw, fused = scalar_case(n_total, steps)
     times, outs = interleaved({"threads": lambda: mfdyn.sweep(problem, axes, steps, **kw),
                                "fused": lambda: fused(eta, a, b, steps, 1.0, 512)}, rounds=rounds)
     ratios = np.divide(times["threads"], times["fused"])
