@@ -124,8 +124,16 @@ def same_bits(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def interleaved(fns: dict, rounds: int) -> tuple[dict, dict]:
     """The times of each function over ``rounds`` rounds that run each once, in turn (the
-    machine's drift then weighs on all alike), and the last output of each."""
+    machine's drift then weighs on all alike), after one untimed warm-up round, and the last output
+    of each. The warm-up round's times are returned under ``"warmup"``: a process's first full-size
+    calls run slower while its heap grows (first-touch page faults; the scalar sweep's first two
+    took 0.24-0.28 s against 0.19-0.21 s after, the fused loop's first 0.15-0.17 s against 0.13-0.14 s)."""
     times, out = {name: [] for name in fns}, {}
+    times["warmup"] = {}
+    for name, fn in fns.items():
+        t = time.perf_counter()
+        fn()
+        times["warmup"][name] = time.perf_counter() - t
     for _ in range(rounds):
         for name, fn in fns.items():
             t = time.perf_counter()
@@ -176,6 +184,7 @@ def bench_scalar(n_total: int, steps: int) -> dict:
     warm = dict(axes, eta=axes["eta"][:-(-workers * chunk // (axes["a"].size * axes["b"].size))])
     t_proc_start, _ = timed(lambda: mfdyn.sweep(problem, warm, steps, **kw_proc))
     # the engine (threads, processes) and the fused reference (ii) in interleaved rounds, best of 5
+    # after a warm-up round
     rounds, outs = interleaved({"threads": lambda: mfdyn.sweep(problem, axes, steps, **kw),
                                 "processes": lambda: mfdyn.sweep(problem, axes, steps, **kw_proc),
                                 "fused": lambda: fused(eta, a, b, steps, 1.0, 512)}, rounds=5)
@@ -344,7 +353,8 @@ def table(s: dict, cli: dict, dp: dict, c: dict, scale: float) -> str:
         "| benchmark | size | result | target |",
         "|---|---|---|---|",
         f"| scalar sweep: engine, all tracking, threads (default) | {n} traj x {T} steps, {s['threads']} cores, "
-        f"chunk {s['chunk']} | {s['sweep_traj_steps_per_s']:.3g} traj-steps/s ({s['sweep_s']:.2f} s) | |",
+        f"chunk {s['chunk']} | {s['sweep_traj_steps_per_s']:.3g} traj-steps/s ({s['sweep_s']:.2f} s; the process's first "
+        f"full-size sweep, the untimed warm-up round: {s['round_times_s']['warmup']['threads']:.2f} s) | |",
         f"| the same on worker processes (`scheduler=\"processes\"`) | same | "
         f"{s['sweep_processes_traj_steps_per_s']:.3g} traj-steps/s ({s['sweep_processes_s']:.2f} s; the pool's start "
         f"and compilation, once per session: {s['processes_start_and_compile_s']:.1f} s; results identical to "
@@ -354,7 +364,8 @@ def table(s: dict, cli: dict, dp: dict, c: dict, scale: float) -> str:
         f"| (i') NumPy loop with the engine's outcomes | same, 1 core | "
         f"{s['numpy_tracked_traj_steps_per_s']:.3g} traj-steps/s ({s['numpy_tracked_s']:.2f} s) | |",
         f"| (ii) numba prange fused, blocks of 512, no tracking | same, {s['threads']} cores | "
-        f"{s['numba_traj_steps_per_s']:.3g} traj-steps/s ({s['numba_fused_s']:.2f} s; final states equal the "
+        f"{s['numba_traj_steps_per_s']:.3g} traj-steps/s ({s['numba_fused_s']:.2f} s; warm-up round "
+        f"{s['round_times_s']['warmup']['fused']:.2f} s; final states equal the "
         f"NumPy loop's bit for bit for {100 * s['fused_vs_numpy_bitwise_agreement']:.2f}% of points) | |",
         f"| **speedup vs NumPy (i)**, threads / processes | | **{s['speedup_vs_numpy']:.1f}x / "
         f"{s['speedup_vs_numpy_processes']:.1f}x** | >= 20x |",
@@ -391,8 +402,8 @@ def table(s: dict, cli: dict, dp: dict, c: dict, scale: float) -> str:
     load = os.getloadavg()[0]
     head = (f"Machine: {platform.machine()}, {os.cpu_count()} cores, JAX on the {kernel_platform().upper()}, float64; "
             f"1-min load average {load:.2f} when the table was written. Scale {scale} of the issue's sizes. "
-            f"Times: the best of 5 interleaved rounds (engine on threads, engine on processes, fused reference), "
-            f"of 3 runs for the NumPy loops.\n\n")
+            f"Times: the best of 5 interleaved rounds (engine on threads, engine on processes, fused reference) "
+            f"after one untimed full-size warm-up round of each, of 3 runs for the NumPy loops.\n\n")
     return head + "\n".join(rows) + "\n"
 
 

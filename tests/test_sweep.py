@@ -477,6 +477,30 @@ def test_one_compilation_per_structure_and_chunk_shape():
     assert run_chunk._cache_size() == before + 2
 
 
+def test_kernel_runs_without_parallel_task_assignment_which_changes_no_bit():
+    """The kernel is compiled with XLA:CPU's parallel task assignment off (``COMPILER_OPTIONS``: a
+    sweep runs one chunk per core, the split of an operation over the pool's threads only adds
+    hand-offs). Compiled with it on, where it splits operations of a 4096-row chunk, the chunk's
+    results are the same bits."""
+    api = importlib.import_module("mfdyn.sweep.api")
+    distribute = importlib.import_module("mfdyn.sweep.distribute")
+    kernel = importlib.import_module("mfdyn.sweep.kernel")
+    assert kernel.COMPILER_OPTIONS == {"xla_disable_hlo_passes": "cpu-parallel-task-assigner"}
+    axes = {"eta": np.linspace(0.05, 2.4, 64), "a": np.linspace(0.1, 3.0, 8), "b": np.linspace(0.1, 3.0, 8)}
+    plan = api.plan_sweep(SCALAR, axes, 200, tol=1e-12, max_period=16, keep_orbit=0, chunk=4096, init_kind="gaussian",
+                          params0=None, check_every=16, sharpness=True, workers=1)
+    args = distribute._kernel_args(plan.job, api._chunk_values(plan.grid, (0, 4096), spec=plan.job.spec))[1]
+    lowered = run_chunk.lower(*args, spec=plan.job.spec, factory=None)
+    default, split = lowered.compile(), lowered.compile(compiler_options={"xla_disable_hlo_passes": ""})
+    assert "outer_dimension_partitions" not in default.as_text()
+    assert "outer_dimension_partitions" in split.as_text()  # (the pass had work to do)
+    ours, theirs = default(*args), split(*args)
+    outcomes = np.unique(np.asarray(ours["outcome"]))
+    assert len(outcomes) >= 3, outcomes  # converged, periodic, diverged rows (the replays ran)
+    for name in ours:
+        np.testing.assert_array_equal(np.asarray(ours[name]), np.asarray(theirs[name]), err_msg=name)
+
+
 def test_swept_constants_equal_fixed_problems():
     axes = {"target": [0.5, 2.0], "quartic": [0.0, 0.3], "eta": [0.2, 0.45], "a": [0.9], "b": [0.4]}
     ds = mfdyn.sweep(SCALAR, axes, 120, chunk=CHUNK, progress=False)
