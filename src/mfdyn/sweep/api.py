@@ -385,7 +385,10 @@ def _run(plan: Plan, store: Any, scheduler: Any, workers: int | None, progress: 
                 st.write_chunk(path, idx, start, stop, result, plan.layout)
             else:  # (outcome labels decoded chunk by chunk, while the workers run)
                 for name in plan.layout:
-                    flat[name][start:stop] = decode(result[name]) if name == "outcome" else result[name]
+                    if name == "outcome":
+                        decode(result[name], out=flat[name][start:stop])
+                    else:
+                        flat[name][start:stop] = result[name]
             bar.advance(stop - start)
     if path is not None:
         flat = st.read_flat(path, plan.layout, chunk_size)

@@ -135,15 +135,25 @@ def chunk_ranges(size: int, chunk: int) -> list[tuple[int, int]]:
 
 
 def _along(values: np.ndarray, stride: int, start: int, stop: int) -> np.ndarray:
-    """``values[(i // stride) % values.size]`` for ``start <= i < stop``, built as runs of equal
-    values (a quarter of the time of ``np.unravel_index`` and a gather, for a sweep's chunk)."""
+    """``values[(i // stride) % values.size]`` for ``start <= i < stop``: the entries ``first ..
+    last`` (``first = start // stride``) of the values repeated cyclically, each repeated ``stride``
+    times (a run; the first and last runs cut to the range). No index arithmetic per point: a third
+    of the time of a modulo and a gather, a tenth of ``np.unravel_index`` and a gather (the scalar
+    benchmark's chunks)."""
     if stop <= start:
         return values[:0].copy()
-    if stride == 1:
-        return values[np.arange(start, stop) % values.size]
+    size = values.size
     first, last = start // stride, (stop - 1) // stride
-    runs = np.full(last - first + 1, stride, dtype=np.intp)
+    offset, count = first % size, last - first + 1
+    if offset + count <= size:
+        picked = values[offset:offset + count].copy()
+    else:  # (wraps around: the tail of the values, whole copies, the head)
+        picked = np.concatenate([values[offset:], np.tile(values, (offset + count) // size - 1),
+                                 values[:(offset + count) % size]])
+    if stride == 1:
+        return picked
+    runs = np.full(count, stride, dtype=np.intp)
     runs[0] = min(stop, (first + 1) * stride) - start
     if last > first:
         runs[-1] = stop - last * stride
-    return np.repeat(values[np.arange(first, last + 1) % values.size], runs)
+    return np.repeat(picked, runs)
