@@ -551,6 +551,25 @@ def test_grid_values_of_any_range_match_unravel_index():
                 np.testing.assert_array_equal(got[name], want[name])
 
 
+def test_axis_values_along_a_range_match_the_index_formula():
+    """``_along`` (slices of the tiled axis, then runs) equals ``values[(i // stride) % size]`` for
+    ranges that wrap around the axis several times or not at all, and returns a fresh array."""
+    from mfdyn.sweep.grid import _along
+
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        size = int(rng.integers(1, 40))
+        values = rng.random(size) if rng.random() < 0.5 else rng.integers(-5, 5, size)
+        stride = int(rng.choice([1, 2, 3, 7, 64, 1000]))
+        start = int(rng.integers(0, 5000))
+        stop = start + int(rng.integers(0, 3000))
+        want = values[(np.arange(start, stop) // stride) % size]
+        got = _along(values, stride, start, stop)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+        assert not np.shares_memory(got, values)
+
+
 def test_classify_precedence_same_in_numpy_and_in_the_kernel():
     """Diverged beats converged beats periodic (period >= 2) / unfinished (period 1) / bounded; a
     period is kept only for periodic rows; the kernel's jax.numpy evaluation gives the same codes."""

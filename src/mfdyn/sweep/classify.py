@@ -38,8 +38,8 @@ def decode(codes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     codes = np.asarray(codes)
     if codes.size and (codes.min() < 0 or codes.max() >= len(OUTCOMES)):
         raise ValueError(f"invalid outcome codes in {np.unique(codes).tolist()}")
-    # (int8 indices taken as they are: no conversion to intp; checked above, so no bounds mode:
-    # with the default "raise", NumPy buffers ``out``)
+    # (int8 indices taken as they are: no conversion to intp; the range is checked above, so
+    # "clip" never clips, and NumPy writes ``out`` directly: with the default "raise" it buffers it)
     return np.take(LABELS, codes, out=out, mode="clip")
 
 
