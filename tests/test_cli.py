@@ -256,26 +256,6 @@ def test_import_and_cli_start_leave_heavy_optional_modules_unloaded():
     assert proc.stdout.strip() == "[]"
 
 
-def test_console_script_sets_llvm_options_before_jax_starts(monkeypatch):
-    """As the console script, ``main`` adds mfdyn's LLVM options to ``XLA_FLAGS`` while JAX's
-    backend is not started yet (XLA reads its flags then, once); the user's own LLVM options are
-    kept (tested with the worker processes' environment). Called with ``argv`` (in a caller's
-    process) it leaves the environment alone."""
-    from mfdyn._xla_flags import LLVM_XLA_FLAGS
-
-    code = ("import os, sys; from jax._src import xla_bridge; from mfdyn.cli import main; "
-            "sys.argv = ['mfdyn', '--help']\n"
-            "try: main()\nexcept SystemExit: pass\n"
-            "print(xla_bridge.backends_are_initialized(), os.environ.get('XLA_FLAGS'))")
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == f"False {LLVM_XLA_FLAGS}"
-    monkeypatch.delenv("XLA_FLAGS", raising=False)
-    assert main(["--help"]) == 0
-    assert "XLA_FLAGS" not in os.environ
-
-
 def test_csv_columns_and_json_encoding_of_arrays():
     from mfdyn.cli.run import csv_columns, to_jsonable
 

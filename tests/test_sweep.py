@@ -651,3 +651,29 @@ def test_bad_factory():
     with pytest.raises(InputError, match="X must be finite|X must"), np.errstate(divide="ignore"):  # 1/0 on purpose
         mfdyn.sweep(lambda sigma: mfdyn.MatrixFactorization(np.diag([1.0, np.divide(1.0, sigma)]), 1),
                     {"sigma": [1.0, 0.0], "eta": [0.1]}, 5, progress=False)
+
+
+DEADLOCK_CHECK = """
+import numpy as np, jax.numpy as jnp, mfdyn
+problem = mfdyn.DeepFactorization(jnp.diag(jnp.array([1.0, 0.5, 0.2])), depth=3)
+axes = {"eta": [0.05, 0.3, 0.9], "seed": np.arange(6), "scale": [0.3]}
+two = mfdyn.sweep(problem, axes, 200, progress=False, workers=2)
+one = mfdyn.sweep(problem, axes, 200, progress=False, workers=1, chunk=5)
+print(two.identical(one), bool(np.isfinite(two.final_sharpness.values).any()))
+"""
+
+
+def test_a_sweep_needing_lapack_on_two_threads_finishes():
+    """The sharpness of a deep factorization needs LAPACK's symmetric eigensolver. jaxlib 0.10.2 split
+    a batch of matrices over XLA's thread pool and blocked inside it: two chunks on two threads
+    reaching it at once waited on each other for ever (this sweep hung in 5 runs of 5). The kernel
+    passes one matrix per call (:func:`mfdyn.sweep.kernel.run_chunk`); a fresh process, so that a
+    hang fails the test instead of stalling the suite."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", DEADLOCK_CHECK], capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "True True"

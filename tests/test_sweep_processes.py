@@ -45,24 +45,31 @@ def test_worker_processes_give_the_same_bits_as_threads(threads_on_the_cpu):
     ref = mfdyn.sweep(factory, axes, 200, chunk=8, progress=False)
     ds = mfdyn.sweep(factory, axes, 200, chunk=8, scheduler="processes", workers=2, progress=False)
     assert ref.identical(ds)
+    # sums over matrix entries (losses, norms) and LAPACK's eigensolver (the sharpness)
+    deep = mfdyn.DeepFactorization(jnp.diag(jnp.array([1.0, 0.5, 0.2])), depth=3)
+    axes = {"eta": [0.05, 0.6], "seed": np.arange(4)}
+    ref = mfdyn.sweep(deep, axes, 150, chunk=3, progress=False)
+    ds = mfdyn.sweep(deep, axes, 150, chunk=3, scheduler="processes", workers=2, progress=False)
+    assert ref.identical(ds)
     assert processes.worker_pool(2).healthy()  # kept for the session
 
 
 def test_worker_processes_run_jax_on_the_cpu(monkeypatch):
     """The workers are the cores': on a GPU machine JAX in each would otherwise open the GPU (and
-    take most of its memory). glibc's malloc settings stay the user's where set, and so do LLVM
-    options passed in ``XLA_FLAGS``."""
+    take most of its memory). glibc's malloc settings stay the user's where set. ``XLA_FLAGS`` is
+    this process's as it is: its LLVM options, which the sweep records, are the workers' too (a
+    worker's ``import mfdyn`` adds none where this process passes none)."""
     monkeypatch.setenv("JAX_PLATFORMS", "cuda")
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "123")
-    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    monkeypatch.delenv("MFDYN_XLA_FLAGS", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x " + LLVM_XLA_FLAGS)
     env = processes.worker_environment()
     assert env["JAX_PLATFORMS"] == "cpu"
     assert env["MALLOC_TRIM_THRESHOLD_"] == "123" and env["MALLOC_MMAP_THRESHOLD_"] == processes.MALLOC_SETTINGS["MALLOC_MMAP_THRESHOLD_"]
-    # the loop interleaving is added to the user's XLA flags (the bits it leaves alone: the test above)
-    assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x " + LLVM_XLA_FLAGS
-    mine = "--xla_backend_extra_options=-force-vector-interleave=4"
-    monkeypatch.setenv("XLA_FLAGS", mine)  # LLVM options of the user's own: kept as they are
-    assert processes.worker_environment()["XLA_FLAGS"] == mine
+    assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x " + LLVM_XLA_FLAGS and "MFDYN_XLA_FLAGS" not in env
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")  # no LLVM options here: none in the workers
+    env = processes.worker_environment()
+    assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x" and env["MFDYN_XLA_FLAGS"] == "0"
 
 
 def _dying_values(values_of, marker: str, parent: int, die_at: tuple[int, ...]):

@@ -67,6 +67,14 @@ def imbalance_norm(problem, params):
     return tree_norm(problem.imbalance(params))
 
 
+def eig_method(n: int, method: str = "auto") -> str:
+    """The method :func:`extreme_hessian_eigs` uses for ``n`` real coordinates (``"auto"``: closed
+    form up to 2, dense up to ``DENSE_LIMIT``, Lanczos above)."""
+    if method != "auto":
+        return method
+    return "closed_form" if n <= 2 else "dense" if n <= DENSE_LIMIT else "lanczos"
+
+
 def extreme_hessian_eigs(problem, params, method: str = "auto"):
     """``(lambda_min, lambda_max)`` of the Hessian over real coordinates.
 
@@ -74,16 +82,14 @@ def extreme_hessian_eigs(problem, params, method: str = "auto"):
     products; ``"closed_form"``: the 2x2 formula (at most 2 coordinates); ``"auto"``: closed form up
     to 2 coordinates, dense up to ``DENSE_LIMIT``, Lanczos above.
     """
-    n = problem.num_coordinates
-    if method == "auto":
-        method = "closed_form" if n <= 2 else "dense" if n <= DENSE_LIMIT else "lanczos"
+    method = eig_method(problem.num_coordinates, method)
     if method == "closed_form":
         return _small_symmetric_eigs(problem.hessian(params))
     if method == "dense":
         eigs = jnp.linalg.eigvalsh(problem.hessian(params))
         return eigs[0], eigs[-1]
     if method == "lanczos":
-        return lanczos_extreme_eigs(lambda vec: problem.hvp(params, vec), n)
+        return lanczos_extreme_eigs(lambda vec: problem.hvp(params, vec), problem.num_coordinates)
     raise InputError(f"method must be 'auto', 'closed_form' (n <= 2), 'dense' or 'lanczos', got {method!r}")
 
 

@@ -180,6 +180,14 @@ def cluster_platform(client: Any) -> str:
     return "+".join(sorted(set(client.run(kernel_platform).values()))) or "cpu"
 
 
+def cluster_llvm_options(client: Any) -> str:
+    """The LLVM options of a Dask cluster's workers (:func:`mfdyn._xla_flags.llvm_options` of each;
+    several joined by ``+``)."""
+    from .._xla_flags import llvm_options
+
+    return "+".join(sorted(set(client.run(llvm_options).values())))
+
+
 def run_dask(job: ChunkJob, values_of: ValuesOf, pieces: list[Piece], scheduler: Any,
              key_prefix: str) -> Iterator[tuple[int, dict]]:
     """Chunks as Dask tasks; a task lost with its worker is rerun elsewhere by the scheduler."""

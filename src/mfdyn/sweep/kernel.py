@@ -403,7 +403,6 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
         return dict(
             final_loss=problem.loss(z),
             final_imbalance=obs.imbalance_norm(problem, z),
-            final_sharpness=obs.sharpness(problem, z) if spec.sharpness else jnp.asarray(jnp.nan),
             final_params=problem.flatten(z),
         )
 
@@ -587,6 +586,31 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, filled: 
             problems = problem
         axes = (0 if per_member else None, 0) + (arg_axes if arg_axes is not None else (0,) * len(args))
         return jax.vmap(pieces[name] if isinstance(name, str) else name, in_axes=axes)(problems, vals, *args)
+
+    def one_at_a_time(fn: Callable, vals: dict, *args):
+        """``fn(problem, vals, *args)`` of each trajectory, the rows one after the other (``lax.map``)."""
+        def one(row):
+            v, a = row
+            member = with_constants(problem, factory, {n: v[n] for n in spec.const_names}) if per_member else problem
+            return fn(member, v, *a)
+        return jax.lax.map(one, (vals, args))
+
+    def final_sharpness(vals: dict, z: Any) -> jax.Array:
+        """The largest Hessian eigenvalue of every row (:func:`mfdyn.observables.sharpness`, the same
+        bits). A symmetric eigensolver of LAPACK gets one matrix per call: jaxlib 0.10.2 splits a
+        batch of matrices over XLA's thread pool from inside a thread of that pool and blocks until
+        they are done, so two chunks on two threads that reach it at once wait on each other for
+        ever (a deep sweep on threads hung in 5 runs of 5; one matrix per call: 0 of 4). The
+        Hessians themselves are computed for all rows at once; the closed form (2 coordinates)
+        needs no LAPACK."""
+        sharpness = lambda member, v, zz: obs.sharpness(member, zz)  # noqa: E731
+        method = obs.eig_method(problem.num_coordinates)
+        if method == "closed_form":
+            return batched(sharpness, vals, z)
+        if method == "dense":
+            hessians = batched(lambda member, v, zz: member.hessian(zz), vals, z)
+            return jax.lax.map(lambda h: jnp.linalg.eigvalsh(h)[-1], hessians)
+        return one_at_a_time(sharpness, vals, z)
 
     def tiling(n_live: jax.Array) -> tuple[jax.Array, ...]:
         """Tiles per width for ``n_live`` rows at the front of the working order."""
@@ -791,6 +815,8 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, filled: 
 
     # 3. period detection and the final observables, then back to the chunk's order
     out = batched("finals", work["vals"], work["z"])
+    out["final_sharpness"] = (final_sharpness(work["vals"], work["z"]) if spec.sharpness
+                              else jnp.full((padded,), jnp.nan))
     # (classify keeps a period only for rows classified periodic: settled rows get 0)
     out["outcome"], out["period"] = classify(work["div"], work["conv"], period, xp=jnp)
     out.update(diverged_at=work["div"], steps_to_converge=work["conv"])

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 import cloudpickle
 import jax
 
-from .._xla_flags import with_llvm_options
+from .._xla_flags import OPT_OUT, llvm_options
 from .worker import KEPT_JOBS, RESULTS_BYTES, receive, send, view_results
 
 MALLOC_SETTINGS = {  # glibc: reuse freed buffers instead of returning them to the system at once
@@ -58,9 +58,13 @@ def worker_environment() -> dict[str, str]:
     """A worker's environment: this one's, with glibc's ``MALLOC_SETTINGS`` unless set, JAX on the
     CPU (the workers are the cores': on a GPU machine each would otherwise open the GPU and take
     most of its memory; the kernels of a sweep run on the GPU with ``scheduler=None``), and
-    the LLVM options of mfdyn's own processes added to ``XLA_FLAGS`` (:mod:`mfdyn._xla_flags`)."""
+    ``XLA_FLAGS`` as it is here: the LLVM options of this process, which the sweep records
+    (:mod:`mfdyn._xla_flags`; mfdyn's unless JAX started before ``import mfdyn`` or the user opted
+    out). Where this process passes none, ``MFDYN_XLA_FLAGS=0`` keeps the worker's ``import mfdyn``
+    from adding mfdyn's."""
     env = {**MALLOC_SETTINGS, **os.environ, "JAX_PLATFORMS": "cpu"}
-    env["XLA_FLAGS"] = with_llvm_options(env.get("XLA_FLAGS", ""))
+    if not llvm_options():  # (else the worker's import of mfdyn would add mfdyn's)
+        env[OPT_OUT] = "0"
     return env
 
 
