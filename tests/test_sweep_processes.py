@@ -57,19 +57,16 @@ def test_worker_processes_give_the_same_bits_as_threads(threads_on_the_cpu):
 def test_worker_processes_run_jax_on_the_cpu(monkeypatch):
     """The workers are the cores': on a GPU machine JAX in each would otherwise open the GPU (and
     take most of its memory). glibc's malloc settings stay the user's where set. ``XLA_FLAGS`` is
-    this process's as it is: its LLVM options, which the sweep records, are the workers' too (a
-    worker's ``import mfdyn`` adds none where this process passes none)."""
+    this process's as it is: its LLVM options, which the sweep records, are the workers' too."""
     monkeypatch.setenv("JAX_PLATFORMS", "cuda")
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "123")
-    monkeypatch.delenv("MFDYN_XLA_FLAGS", raising=False)
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x " + LLVM_XLA_FLAGS)
     env = processes.worker_environment()
     assert env["JAX_PLATFORMS"] == "cpu"
     assert env["MALLOC_TRIM_THRESHOLD_"] == "123" and env["MALLOC_MMAP_THRESHOLD_"] == processes.MALLOC_SETTINGS["MALLOC_MMAP_THRESHOLD_"]
-    assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x " + LLVM_XLA_FLAGS and "MFDYN_XLA_FLAGS" not in env
+    assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x " + LLVM_XLA_FLAGS
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")  # no LLVM options here: none in the workers
-    env = processes.worker_environment()
-    assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x" and env["MFDYN_XLA_FLAGS"] == "0"
+    assert processes.worker_environment()["XLA_FLAGS"] == "--xla_dump_to=/tmp/x"
 
 
 def _dying_values(values_of, marker: str, parent: int, die_at: tuple[int, ...]):

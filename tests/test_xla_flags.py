@@ -29,10 +29,15 @@ def _run_all(cases: dict[str, tuple[str, dict]], timeout: int = 300) -> dict[str
     procs = {name: subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True) for name, (code, env) in cases.items()}
     out = {}
-    for name, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=timeout)
-        assert proc.returncode == 0, f"{name}: {stderr[-2000:]}"
-        out[name] = stdout.strip().splitlines()[-1]
+    try:
+        for name, proc in procs.items():
+            stdout, stderr = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, f"{name}: {stderr[-2000:]}"
+            out[name] = stdout.strip().splitlines()[-1]
+    finally:  # (a process that timed out, or the others after a failure, must not outlive the test)
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
     return out
 
 
@@ -58,13 +63,16 @@ def test_console_script_adds_the_llvm_option_while_jax_has_not_started():
     assert out["library"] == "False True None"
 
 
-def test_with_llvm_options_keeps_the_users_own_and_the_opt_out():
+def test_with_llvm_options_keeps_the_users_own_and_the_opt_out(monkeypatch):
+    monkeypatch.delenv("MFDYN_XLA_FLAGS", raising=False)
     assert with_llvm_options("") == LLVM_XLA_FLAGS
     assert with_llvm_options("--a=1") == "--a=1 " + LLVM_XLA_FLAGS
     assert with_llvm_options("--xla_backend_extra_options=-x") == "--xla_backend_extra_options=-x"
     for off in ("0", "off", "OFF", " false "):
-        assert with_llvm_options("--a=1", {"MFDYN_XLA_FLAGS": off}) == "--a=1"
-    assert with_llvm_options("", {"MFDYN_XLA_FLAGS": "1"}) == LLVM_XLA_FLAGS
+        monkeypatch.setenv("MFDYN_XLA_FLAGS", off)
+        assert with_llvm_options("--a=1") == "--a=1"
+    monkeypatch.setenv("MFDYN_XLA_FLAGS", "1")
+    assert with_llvm_options("") == LLVM_XLA_FLAGS
 
 
 DIGEST = """

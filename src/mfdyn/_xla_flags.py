@@ -37,17 +37,16 @@ LLVM_XLA_FLAGS = "--xla_backend_extra_options=-force-vector-interleave=2"
 OPT_OUT = "MFDYN_XLA_FLAGS"  # "0" or "off": mfdyn leaves XLA_FLAGS as it is
 
 
-def opted_out(env: dict | None = None) -> bool:
-    """Whether ``MFDYN_XLA_FLAGS`` (in ``env``, default this process's) turns the option off."""
-    value = (os.environ if env is None else env).get(OPT_OUT, "")
-    return value.strip().lower() in ("0", "off", "false", "no")
+def opted_out() -> bool:
+    """Whether ``MFDYN_XLA_FLAGS`` turns the option off."""
+    return os.environ.get(OPT_OUT, "").strip().lower() in ("0", "off", "false", "no")
 
 
-def with_llvm_options(flags: str, env: dict | None = None) -> str:
+def with_llvm_options(flags: str) -> str:
     """An ``XLA_FLAGS`` value with :data:`LLVM_XLA_FLAGS` added, unless it passes LLVM options
     (``xla_backend_extra_options``) already (those are the user's, kept as they are) or the user
     opted out (:func:`opted_out`)."""
-    if "xla_backend_extra_options" in flags or opted_out(env):
+    if "xla_backend_extra_options" in flags or opted_out():
         return flags
     return f"{flags} {LLVM_XLA_FLAGS}".strip()
 
@@ -63,17 +62,13 @@ def backend_started() -> bool:
         return True
 
 
-def configure_process() -> bool:
+def configure_process() -> None:
     """Adds :data:`LLVM_XLA_FLAGS` to this process's ``XLA_FLAGS`` (:func:`with_llvm_options`) if JAX
-    has not started its backend yet; returns whether the option is in ``XLA_FLAGS`` now and in
-    effect. Called by the ``mfdyn`` console script for its own process."""
+    has not started its backend yet (after that XLA would not read them). Called by the ``mfdyn``
+    console script for its own process."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if backend_started():
-        return False
-    new = with_llvm_options(flags)
-    if new != flags:
-        os.environ["XLA_FLAGS"] = new
-    return LLVM_XLA_FLAGS in new
+    if not backend_started() and with_llvm_options(flags) != flags:
+        os.environ["XLA_FLAGS"] = with_llvm_options(flags)
 
 
 def llvm_options(flags: str | None = None) -> str:

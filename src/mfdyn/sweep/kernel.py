@@ -577,13 +577,14 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, filled: 
     pieces = _per_trajectory(spec, tol)
     per_member = bool(spec.const_names) or factory is not None
 
+    def member(v: dict) -> Any:
+        """The problem of the trajectory with swept constants ``v``."""
+        return with_constants(problem, factory, {n: v[n] for n in spec.const_names})
+
     def batched(name: str | Callable, vals: dict, *args, arg_axes: tuple | None = None):
         """``pieces[name]`` (or the piece ``name`` itself) vmapped over the trajectories ``vals``
         (their problems built here)."""
-        if per_member:
-            problems = jax.vmap(lambda v: with_constants(problem, factory, {n: v[n] for n in spec.const_names}))(vals)
-        else:
-            problems = problem
+        problems = jax.vmap(member)(vals) if per_member else problem
         axes = (0 if per_member else None, 0) + (arg_axes if arg_axes is not None else (0,) * len(args))
         return jax.vmap(pieces[name] if isinstance(name, str) else name, in_axes=axes)(problems, vals, *args)
 
@@ -591,8 +592,7 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, filled: 
         """``fn(problem, vals, *args)`` of each trajectory, the rows one after the other (``lax.map``)."""
         def one(row):
             v, a = row
-            member = with_constants(problem, factory, {n: v[n] for n in spec.const_names}) if per_member else problem
-            return fn(member, v, *a)
+            return fn(member(v) if per_member else problem, v, *a)
         return jax.lax.map(one, (vals, args))
 
     def final_sharpness(vals: dict, z: Any) -> jax.Array:
@@ -600,15 +600,15 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, filled: 
         bits). A symmetric eigensolver of LAPACK gets one matrix per call: jaxlib 0.10.2 splits a
         batch of matrices over XLA's thread pool from inside a thread of that pool and blocks until
         they are done, so two chunks on two threads that reach it at once wait on each other for
-        ever (a deep sweep on threads hung in 5 runs of 5; one matrix per call: 0 of 4). The
+        ever (a deep sweep on threads hung in 5 runs of 5; one matrix per call: 0 of 7). The
         Hessians themselves are computed for all rows at once; the closed form (2 coordinates)
         needs no LAPACK."""
-        sharpness = lambda member, v, zz: obs.sharpness(member, zz)  # noqa: E731
+        sharpness = lambda p, v, zz: obs.sharpness(p, zz)  # noqa: E731
         method = obs.eig_method(problem.num_coordinates)
         if method == "closed_form":
             return batched(sharpness, vals, z)
         if method == "dense":
-            hessians = batched(lambda member, v, zz: member.hessian(zz), vals, z)
+            hessians = batched(lambda p, v, zz: p.hessian(zz), vals, z)
             return jax.lax.map(lambda h: jnp.linalg.eigvalsh(h)[-1], hessians)
         return one_at_a_time(sharpness, vals, z)
 

@@ -30,7 +30,6 @@ from typing import Any, Callable, Iterator
 import cloudpickle
 import jax
 
-from .._xla_flags import OPT_OUT, llvm_options
 from .worker import KEPT_JOBS, RESULTS_BYTES, receive, send, view_results
 
 MALLOC_SETTINGS = {  # glibc: reuse freed buffers instead of returning them to the system at once
@@ -58,14 +57,10 @@ def worker_environment() -> dict[str, str]:
     """A worker's environment: this one's, with glibc's ``MALLOC_SETTINGS`` unless set, JAX on the
     CPU (the workers are the cores': on a GPU machine each would otherwise open the GPU and take
     most of its memory; the kernels of a sweep run on the GPU with ``scheduler=None``), and
-    ``XLA_FLAGS`` as it is here: the LLVM options of this process, which the sweep records
-    (:mod:`mfdyn._xla_flags`; mfdyn's unless JAX started before ``import mfdyn`` or the user opted
-    out). Where this process passes none, ``MFDYN_XLA_FLAGS=0`` keeps the worker's ``import mfdyn``
-    from adding mfdyn's."""
-    env = {**MALLOC_SETTINGS, **os.environ, "JAX_PLATFORMS": "cpu"}
-    if not llvm_options():  # (else the worker's import of mfdyn would add mfdyn's)
-        env[OPT_OUT] = "0"
-    return env
+    ``XLA_FLAGS`` as it is here: the workers compile with this process's LLVM options, which the
+    sweep records (:mod:`mfdyn._xla_flags`: mfdyn's in the ``mfdyn`` command's process, none in a
+    caller's process unless the user passes some)."""
+    return {**MALLOC_SETTINGS, **os.environ, "JAX_PLATFORMS": "cpu"}
 
 
 class _Worker:
