@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 import mfdyn
-from mfdyn._xla_flags import with_llvm_options
 from mfdyn.sweep.api import default_chunk
 from mfdyn.sweep.distribute import kernel_platform, local_workers
 from mfdyn.sweep.kernel import run_chunk
@@ -248,6 +247,7 @@ def bench_scalar(n_total: int, steps: int) -> dict:
             "cpu_time_stolen_during_rounds": stolen,
             "sweep_processes_s": t_proc, "processes_start_and_compile_s": t_proc_start,
             "processes_identical_to_threads": proc_identical, "threads_result_digest": digest,
+            "xla_llvm_options": json.loads(ds.attrs["mfdyn_config"])["xla_llvm_options"],
             "sweep_processes_traj_steps_per_s": ts / t_proc, "speedup_vs_numpy_processes": t_np / t_proc,
             "time_ratio_vs_fused_processes": t_proc / t_nb, "no_settling_processes_s": t_slow_proc, "numpy_tracked_step_agreement": agree,
             "fused_vs_numpy_bitwise_agreement": fused_agree,
@@ -265,12 +265,13 @@ def bench_scalar(n_total: int, steps: int) -> dict:
 
 def engine_rounds(n_total: int, steps: int, rounds: int = ROUNDS) -> dict:
     """The scalar sweep on threads (the default) and the fused reference (ii) in ``rounds``
-    interleaved rounds, in this process as it is configured (run by :func:`bench_cli_process`)."""
+    interleaved rounds, in this process as it is configured (run by :func:`bench_without_llvm_options`)."""
     axes, (eta, a, b), problem, kw, fused = scalar_case(n_total, steps)
     times, outs = interleaved({"threads": lambda: mfdyn.sweep(problem, axes, steps, **kw),
                                "fused": lambda: fused(eta, a, b, steps, 1.0, 512)}, rounds=rounds)
     ratios = np.divide(times["threads"], times["fused"])
-    return {"xla_flags": os.environ.get("XLA_FLAGS", ""), "sweep_s": min(times["threads"]),
+    config = json.loads(outs["threads"].attrs["mfdyn_config"])
+    return {"xla_llvm_options": config["xla_llvm_options"], "sweep_s": min(times["threads"]),
             "numba_fused_s": min(times["fused"]), "time_ratio_vs_fused": min(times["threads"]) / min(times["fused"]),
             "round_ratio_vs_fused_range": [float(ratios.min()), float(ratios.max())],
             "round_ratio_vs_fused_median": float(np.median(ratios)),
@@ -278,10 +279,10 @@ def engine_rounds(n_total: int, steps: int, rounds: int = ROUNDS) -> dict:
             "threads_result_digest": dataset_digest(outs["threads"])}
 
 
-def bench_cli_process(scale: float, steps_scale: float) -> dict:
-    """:func:`engine_rounds` in a fresh process configured as the ``mfdyn`` command line configures
-    its own: mfdyn's LLVM options added to ``XLA_FLAGS`` (:mod:`mfdyn._xla_flags`)."""
-    env = dict(os.environ, XLA_FLAGS=with_llvm_options(os.environ.get("XLA_FLAGS", "")))
+def bench_without_llvm_options(scale: float, steps_scale: float) -> dict:
+    """:func:`engine_rounds` in a fresh process where the kernel gets no LLVM options of mfdyn's
+    (``MFDYN_LLVM_OPTIONS=0``, :mod:`mfdyn._llvm_options`): what the loop interleaving gives."""
+    env = dict(os.environ, MFDYN_LLVM_OPTIONS="0")
     proc = subprocess.run([sys.executable, __file__, "--engine-rounds", "--scale", str(scale),
                            "--steps-scale", str(steps_scale)], env=env, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -377,7 +378,7 @@ def _span(lo_hi: list) -> str:
     return f"{lo_hi[0]:.2f}-{lo_hi[1]:.2f}x"
 
 
-def table(s: dict, cli: dict, dp: dict, c: dict, scale: float) -> str:
+def table(s: dict, plain: dict, dp: dict, c: dict, scale: float) -> str:
     n, T = f"{s['trajectories']:,}", s["steps"]
     rows = [
         "| benchmark | size | result | target |",
@@ -407,13 +408,13 @@ def table(s: dict, cli: dict, dp: dict, c: dict, scale: float) -> str:
         f"{s['round_ratio_vs_fused_median']['threads']:.2f}x; processes "
         f"{_span(s['round_ratio_vs_fused_range']['processes'])}, median "
         f"{s['round_ratio_vs_fused_median']['processes']:.2f}x) | <= 1.5x |",
-        f"| the engine on threads as the command line runs it (XLA_FLAGS `{cli['xla_flags']}`, "
-        f"`mfdyn._xla_flags`), in a process of its own | same | {cli['sweep_traj_steps_per_s']:.3g} traj-steps/s "
-        f"({cli['sweep_s']:.2f} s); time vs the fused reference in that process ({cli['numba_fused_s']:.2f} s): "
-        f"**{cli['time_ratio_vs_fused']:.2f}x** (rounds {_span(cli['round_ratio_vs_fused_range'])}, median "
-        f"{cli['round_ratio_vs_fused_median']:.2f}x); results "
-        f"identical to this process's: {'yes' if cli['threads_result_digest'] == s['threads_result_digest'] else 'NO'} "
-        f"| <= 1.5x |",
+        f"| the engine on threads without mfdyn's LLVM option for its kernel (`MFDYN_LLVM_OPTIONS=0`; "
+        f"with it: `{s['xla_llvm_options'] or 'none'}`, `mfdyn._llvm_options`), in a process of its own | same | "
+        f"{plain['sweep_traj_steps_per_s']:.3g} traj-steps/s ({plain['sweep_s']:.2f} s); time vs the fused "
+        f"reference in that process ({plain['numba_fused_s']:.2f} s): {plain['time_ratio_vs_fused']:.2f}x (rounds "
+        f"{_span(plain['round_ratio_vs_fused_range'])}, median {plain['round_ratio_vs_fused_median']:.2f}x); results "
+        f"identical to this process's: {'yes' if plain['threads_result_digest'] == s['threads_result_digest'] else 'NO'} "
+        f"| |",
         f"| steps up to settling (all steps if never; the engine skips the rest, and the rest of a "
         f"cycle that repeats within a check block) | | {100 * s['executed_fraction']:.1f}% of nominal "
         f"({s['executed_traj_steps_per_s']:.3g} such traj-steps/s) | |",
@@ -447,7 +448,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the issue's sizes (trajectories, seeds)")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="fraction of the issue's step counts")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON files and the table")
-    parser.add_argument("--engine-rounds", action="store_true", help=argparse.SUPPRESS)  # (bench_cli_process's child)
+    parser.add_argument("--engine-rounds", action="store_true", help=argparse.SUPPRESS)  # (bench_without_llvm_options's child)
     args = parser.parse_args()
     if args.engine_rounds:
         print(json.dumps(engine_rounds(int(1e6 * args.scale), int(1000 * args.steps_scale))))
@@ -457,17 +458,17 @@ def main() -> None:
     s = bench_scalar(int(1e6 * args.scale), int(1000 * args.steps_scale))
     (out / "scalar.json").write_text(json.dumps(s, indent=2))
     print(json.dumps(s, indent=2))
-    cli = bench_cli_process(args.scale, args.steps_scale)
-    (out / "scalar_cli_process.json").write_text(json.dumps(cli, indent=2))
-    print(json.dumps(cli, indent=2))
+    plain = bench_without_llvm_options(args.scale, args.steps_scale)
+    (out / "scalar_no_llvm_options.json").write_text(json.dumps(plain, indent=2))
+    print(json.dumps(plain, indent=2))
     dp = bench_deep(max(8, int(4096 * args.scale)), int(2000 * args.steps_scale))
     (out / "deep.json").write_text(json.dumps(dp, indent=2))
     print(json.dumps(dp, indent=2))
     c = bench_compile_and_cli()
     (out / "compile_cli.json").write_text(json.dumps(c, indent=2))
     print(json.dumps(c, indent=2))
-    (out / "README_table.md").write_text(table(s, cli, dp, c, args.scale))
-    print(table(s, cli, dp, c, args.scale))
+    (out / "README_table.md").write_text(table(s, plain, dp, c, args.scale))
+    print(table(s, plain, dp, c, args.scale))
 
 
 if __name__ == "__main__":

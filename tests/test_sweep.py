@@ -129,9 +129,10 @@ def test_accelerator_plan_is_one_tile_per_chunk_and_changes_no_bit(scalar_ds, mo
     assert api.default_chunk(10**6, 2, 1, "gpu") == 10**6
     assert api.default_chunk(10**7, 2, 1, "gpu") == api.ACCELERATOR_CHUNK_MAX
     per_point = 2 * 8 * 12 * 256  # deep L=4, d=8: 256 coordinates
-    assert api.default_chunk(10**6, 256, 1, "gpu") == api.ACCELERATOR_CHUNK_BYTES // per_point // 8 * 8
+    lane = distribute.LANE
+    assert api.default_chunk(10**6, 256, 1, "gpu") == api.ACCELERATOR_CHUNK_BYTES // per_point // lane * lane
     assert api.default_chunk(1000, 2, 4, "gpu") == 256  # a worker's share (padded to the lane)
-    with_orbit = api.ACCELERATOR_CHUNK_BYTES // (2 * 8 * (12 + 64) * 256) // 8 * 8  # 64 kept states of 256 coordinates
+    with_orbit = api.ACCELERATOR_CHUNK_BYTES // (2 * 8 * (12 + 64) * 256) // lane * lane  # 64 kept states of 256 coordinates
     assert api.default_chunk(10**6, 256, 1, "gpu", keep_orbit=64) == with_orbit
     assert distribute.local_workers(None, "gpu") == 1 and distribute.local_workers(3, "gpu") == 3
     planned = api.plan_sweep(SCALAR, scalar_axes(), STEPS, tol=1e-12, max_period=64, keep_orbit=4, chunk=None,
@@ -152,11 +153,11 @@ def test_accelerator_plan_is_one_tile_per_chunk_and_changes_no_bit(scalar_ds, mo
     from mfdyn.sweep import kernel
 
     monkeypatch.setattr(kernel, "NARROW_MIN", 2)  # narrow tiles of 5 rows: the tile of 40 replays ungathered
-    monkeypatch.setattr(distribute, "run_chunk", Spy())
+    monkeypatch.setattr(distribute, "kernel_for", lambda wanted, platform: Spy())
     monkeypatch.setattr(distribute, "kernel_platform", lambda: "gpu")
     monkeypatch.setattr(api, "kernel_platform", lambda: "gpu")
     ds = mfdyn.sweep(SCALAR, scalar_axes(), STEPS, keep_orbit=4, progress=False)
-    assert seen == [(distribute.WHOLE_CHUNK, False, 40)] * 2  # compiled, then run: one chunk (36 points, padded)
+    assert seen == [(distribute.WHOLE_CHUNK, False, 48)] * 2  # compiled, then run: one chunk (36 points, padded)
     assert json.loads(ds.attrs["mfdyn_config"])["platform"] == "gpu"  # (the only difference)
     for name in scalar_ds.data_vars:
         np.testing.assert_array_equal(scalar_ds[name].values, ds[name].values, err_msg=name)
@@ -199,9 +200,10 @@ def test_narrow_tiles_and_compaction_are_invisible(monkeypatch):
     monkeypatch.setattr(api, "tile_size", lambda n_coords: 8)
     distribute = importlib.import_module("mfdyn.sweep.distribute")
     monkeypatch.setattr(distribute, "kernel_platform", lambda: "cpu")  # the planned tiles, also on a GPU
-    before = run_chunk._cache_size()
+    scalar_kernel = kernel.kernel_for(kernel.wanted_llvm_options(SCALAR))
+    before = scalar_kernel._cache_size()
     narrow = mfdyn.sweep(SCALAR, axes, 211, keep_orbit=3, chunk=72, progress=False)
-    assert run_chunk._cache_size() == before + 1  # really compiled with tiles of 8 and 2
+    assert scalar_kernel._cache_size() == before + 1  # really compiled with tiles of 8 and 2
     assert kernel._tile_widths(8, 72) == (8, 2)
     for name in wide.data_vars:
         np.testing.assert_array_equal(wide[name].values, narrow[name].values, err_msg=name)
@@ -466,16 +468,18 @@ def xr_identical(a, b):
 def test_one_compilation_per_structure_and_chunk_shape():
     axes1 = {"eta": np.linspace(0.2, 1.0, 5), "a": [1.5], "b": [0.5]}
     mfdyn.sweep(SCALAR, axes1, 40, chunk=8, progress=False)
-    before = run_chunk._cache_size()
+    kernel = importlib.import_module("mfdyn.sweep.kernel")
+    scalar_kernel = kernel.kernel_for(kernel.wanted_llvm_options(SCALAR))
+    before = scalar_kernel._cache_size()
     axes2 = {"eta": np.linspace(0.3, 0.6, 13), "a": [0.7, 0.8], "b": [0.25]}  # other values and grid size
     mfdyn.sweep(mfdyn.ScalarFactorization(2.0), axes2, 40, chunk=8, progress=False)
-    assert run_chunk._cache_size() == before
-    mfdyn.sweep(SCALAR, axes1, 40, chunk=16, progress=False)  # a new chunk shape compiles once
-    assert run_chunk._cache_size() == before + 1
+    assert scalar_kernel._cache_size() == before
+    mfdyn.sweep(SCALAR, axes1, 40, chunk=32, progress=False)  # a new chunk shape compiles once
+    assert scalar_kernel._cache_size() == before + 1
     # a quartic term is a new structure (a pure quadratic loss leaves it out), compiled once for all mu > 0
     mfdyn.sweep(mfdyn.ScalarFactorization(2.0, 0.1), axes2, 40, chunk=8, progress=False)
     mfdyn.sweep(mfdyn.ScalarFactorization(1.0, 0.3), axes1, 40, chunk=8, progress=False)
-    assert run_chunk._cache_size() == before + 2
+    assert scalar_kernel._cache_size() == before + 2
 
 
 def test_kernel_runs_without_parallel_task_assignment_which_changes_no_bit():

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import mfdyn
-from mfdyn._xla_flags import LLVM_XLA_FLAGS
 
 api = importlib.import_module("mfdyn.sweep.api")  # (mfdyn.sweep is the function)
 distribute = importlib.import_module("mfdyn.sweep.distribute")
@@ -60,11 +59,12 @@ def test_worker_processes_run_jax_on_the_cpu(monkeypatch):
     this process's as it is: its LLVM options, which the sweep records, are the workers' too."""
     monkeypatch.setenv("JAX_PLATFORMS", "cuda")
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "123")
-    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x " + LLVM_XLA_FLAGS)
+    mine = "--xla_backend_extra_options=-force-vector-interleave=4"  # (the user's own LLVM options)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x " + mine)
     env = processes.worker_environment()
     assert env["JAX_PLATFORMS"] == "cpu"
     assert env["MALLOC_TRIM_THRESHOLD_"] == "123" and env["MALLOC_MMAP_THRESHOLD_"] == processes.MALLOC_SETTINGS["MALLOC_MMAP_THRESHOLD_"]
-    assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x " + LLVM_XLA_FLAGS
+    assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x " + mine
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")  # no LLVM options here: none in the workers
     assert processes.worker_environment()["XLA_FLAGS"] == "--xla_dump_to=/tmp/x"
 

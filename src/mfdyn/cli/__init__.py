@@ -55,13 +55,9 @@ def fail(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point; returns the exit code. As the console script (``argv=None``) the
-    process is mfdyn's own: XLA gets mfdyn's LLVM option (:mod:`mfdyn._xla_flags`)."""
+    """Console-script entry point; returns the exit code."""
     from .._cache import enable_persistent_cache
-    from .._xla_flags import configure_process
 
-    if argv is None:
-        configure_process()
     enable_persistent_cache()
     build_app()
     try:

@@ -19,7 +19,6 @@ import numpy as np
 import xarray as xr
 
 from .. import _validate as v
-from .._xla_flags import llvm_options
 from ..errors import InputError
 from ..problems import Problem, ScalarFactorization
 from . import store as st
@@ -27,7 +26,7 @@ from .classify import LABELS, decode
 from .distribute import (ChunkJob, LANE, cluster_llvm_options, cluster_platform, dask_client, kernel_platform,
                          local_workers, padded_size, run_dask, run_local, run_processes)
 from .grid import Grid, _axis_values, chunk_ranges, make_grid
-from .kernel import KernelSpec
+from .kernel import KernelSpec, kernel_llvm_options, wanted_llvm_options
 from .progress import SweepProgress
 
 STEP_AXES = ("eta", "momentum")
@@ -142,11 +141,13 @@ def _constant_fields(base: Problem) -> tuple[str, ...]:
 
 
 def plan_sweep(problem, axes, steps, *, tol, max_period, keep_orbit, chunk, init_kind, params0, check_every,
-               sharpness, workers, platform: str = "cpu", local: bool = True, llvm: str = "") -> Plan:
+               sharpness, workers, platform: str = "cpu", local: bool = True,
+               llvm: Callable[[str], str] | None = None) -> Plan:
     """Validates everything and plans the chunks. ``platform``: where the kernels run, and ``llvm``:
-    the LLVM options of the processes that run them (:func:`mfdyn._xla_flags.llvm_options`; both
-    recorded in the configuration: either may change the last bits); ``local``: in this process,
-    whose device then sizes the chunks (else they are sized for CPU cores)."""
+    the LLVM options their kernel runs with, given those wanted for it (default:
+    :func:`~mfdyn.sweep.kernel.kernel_llvm_options` in this process; both recorded in the
+    configuration: either may change the last bits); ``local``: in this process, whose device then
+    sizes the chunks (else they are sized for CPU cores)."""
     steps = v.integer("steps", steps, minimum=1)
     v.finite_scalar("tol", tol, positive=True)
     max_period = v.integer("max_period", max_period, minimum=0)
@@ -203,6 +204,7 @@ def plan_sweep(problem, axes, steps, *, tol, max_period, keep_orbit, chunk, init
         init = "random"
 
     n_coords = base.num_coordinates
+    wanted = wanted_llvm_options(base)
     tail = min(max(max_period, keep_orbit), steps)
     spec = KernelSpec(steps=steps, check_every=check_every, tail=tail, max_period=min(max_period, tail),
                       keep_orbit=keep_orbit, init=init, init_kind=init_kind if init == "random" else "",
@@ -218,10 +220,12 @@ def plan_sweep(problem, axes, steps, *, tol, max_period, keep_orbit, chunk, init
         "steps": steps, "tol": float(tol), "max_period": max_period, "keep_orbit": keep_orbit,
         "check_every": check_every, "init": init, "init_kind": spec.init_kind, "sharpness": bool(sharpness),
         "params0": None if params0 is None else _describe_value(jax.tree_util.tree_leaves(params0)),
-        "num_coordinates": n_coords, "platform": platform, "xla_llvm_options": llvm,
+        "num_coordinates": n_coords, "platform": platform,
+        "xla_llvm_options": kernel_llvm_options(wanted, platform) if llvm is None else llvm(wanted),
     }
     fingerprint = _digest(json.dumps(config, sort_keys=True).encode())
-    job = ChunkJob(problem=base, factory=factory, params0=params0, spec=spec, tol=float(tol), padded=padded_size(chunk))
+    job = ChunkJob(problem=base, factory=factory, params0=params0, spec=spec, tol=float(tol), padded=padded_size(chunk),
+                   llvm=wanted)
     return Plan(grid, job, config, fingerprint, st.variable_layout(n_coords, keep_orbit), chunk)
 
 
@@ -328,8 +332,9 @@ def sweep(
     ``"tcp://host:port"`` runs them on a cluster. The result is bitwise identical for any
     ``chunk``, ``workers``, ``scheduler`` and interruption on one platform with the same LLVM options;
     a GPU rounds differently from a CPU, and XLA's sums over matrix entries may round differently
-    under other LLVM options (:mod:`mfdyn._xla_flags`): the configuration records the ``platform`` and
-    the ``xla_llvm_options``, so a store is resumed only where both are those that began it.
+    under other LLVM options (the kernel of a small problem is compiled with loop interleaving:
+    :mod:`mfdyn._llvm_options`): the configuration records the ``platform`` and the kernel's
+    ``xla_llvm_options``, so a store is resumed only where both are those that began it.
     """
     if isinstance(scheduler, str) and scheduler not in LOCAL_SCHEDULERS and "://" not in scheduler:
         raise InputError(f"scheduler must be one of {LOCAL_SCHEDULERS}, an address like 'tcp://host:port' or a "
@@ -338,8 +343,9 @@ def sweep(
     local = _in_process(scheduler)
     client, owned = (None, False) if local or scheduler == "processes" else dask_client(scheduler)
     platform = kernel_platform() if local else "cpu" if client is None else cluster_platform(client)
-    # (the worker processes of "processes" take this process's XLA_FLAGS)
-    llvm = llvm_options() if client is None else cluster_llvm_options(client)
+    # the LLVM options of the kernel where it runs (the worker processes of "processes" take this
+    # process's environment, and run on the CPU)
+    llvm = partial(kernel_llvm_options, platform=platform) if client is None else partial(cluster_llvm_options, client)
     try:
         plan = plan_sweep(problem, axes, steps, tol=tol, max_period=max_period, keep_orbit=keep_orbit, chunk=chunk,
                           init_kind=init_kind, params0=params0, check_every=check_every, sharpness=sharpness,

@@ -17,10 +17,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..errors import InputError
-from .kernel import KernelSpec, run_chunk
+from .kernel import KernelSpec, kernel_for
 
 CONNECT_TIMEOUT = "20s"  # for a scheduler given by address
-LANE = 8  # chunks are padded to a multiple of this: size-1 batches take other XLA code paths
+LANE = 16  # chunks are padded to a multiple of this (see the docstring of padded_size)
 WHOLE_CHUNK = 1 << 62  # a tile this wide spans any chunk (the kernel takes min(tile, chunk))
 
 
@@ -34,9 +34,16 @@ class ChunkJob:
     spec: KernelSpec
     tol: float
     padded: int  # every chunk is padded to this many trajectories: one compiled shape
+    llvm: str = ""  # the LLVM options wanted for the kernel (kernel.wanted_llvm_options)
 
 
 def padded_size(chunk: int) -> int:
+    """The compiled number of rows of a chunk of ``chunk`` points: a multiple of ``LANE``. LLVM's
+    vectorized loops advance 4 float64 lanes times 4 interleaved vectors per trip (the kernel of a
+    problem with scalar coordinates, :mod:`mfdyn._llvm_options`); the rows of a shorter loop, or past
+    its last whole trip, take the scalar remainder, whose rounding can differ: the closed-form
+    sharpness (``hypot``) of a chunk padded to 8 rows differed in the last bit from the same points in
+    a chunk of 16 (size-1 batches also take other XLA code paths)."""
     return -(-chunk // LANE) * LANE
 
 
@@ -90,13 +97,16 @@ def _kernel_args(job: ChunkJob, values: dict[str, np.ndarray]) -> tuple[int, tup
 def compile_kernel(job: ChunkJob, values: dict[str, np.ndarray]) -> None:
     """Compiles the kernel for the job's chunk shape without running it (the compiled executable is
     cached by ``jax.jit``: later calls of any chunk of the job reuse it)."""
-    run_chunk.lower(*_kernel_args(job, values)[1], spec=executed_spec(job.spec), factory=job.factory).compile()
+    kernel = kernel_for(job.llvm, kernel_platform())
+    kernel.lower(*_kernel_args(job, values)[1], spec=executed_spec(job.spec), factory=job.factory).compile()
 
 
 def compute_chunk(job: ChunkJob, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run one chunk; ``values[name]`` are the per-point axis values (padded here by repetition)."""
+    """Run one chunk; ``values[name]`` are the per-point axis values (padded here by repetition).
+    The kernel is compiled with the job's LLVM options on a CPU (:func:`~mfdyn.sweep.kernel.kernel_for`)."""
     n, args = _kernel_args(job, values)
-    out = run_chunk(*args, spec=executed_spec(job.spec), factory=job.factory)
+    platform = kernel_platform()
+    out = kernel_for(job.llvm, platform)(*args, spec=executed_spec(job.spec, platform), factory=job.factory)
     return {k: np.asarray(v)[:n] for k, v in out.items()}  # (no copy on the CPU)
 
 
@@ -180,12 +190,17 @@ def cluster_platform(client: Any) -> str:
     return "+".join(sorted(set(client.run(kernel_platform).values()))) or "cpu"
 
 
-def cluster_llvm_options(client: Any) -> str:
-    """The LLVM options of a Dask cluster's workers (:func:`mfdyn._xla_flags.llvm_options` of each;
-    several joined by ``+``)."""
-    from .._xla_flags import llvm_options
+def cluster_llvm_options(client: Any, wanted: str) -> str:
+    """The LLVM options that the kernel compiled for ``wanted`` runs with on a Dask cluster's
+    workers (:func:`~mfdyn.sweep.kernel.kernel_llvm_options` of each, on its platform; several
+    joined by ``+``)."""
+    return "+".join(sorted(set(client.run(_worker_llvm_options, wanted).values())))
 
-    return "+".join(sorted(set(client.run(llvm_options).values())))
+
+def _worker_llvm_options(wanted: str) -> str:
+    from .kernel import kernel_llvm_options
+
+    return kernel_llvm_options(wanted, kernel_platform())
 
 
 def run_dask(job: ChunkJob, values_of: ValuesOf, pieces: list[Piece], scheduler: Any,

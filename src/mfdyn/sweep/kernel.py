@@ -67,6 +67,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .. import _llvm_options as _llvm
 from .. import observables as obs
 from ..dynamics import gd_update
 from ..pytree import tree_all_finite, tree_sq_norm, tree_where
@@ -552,8 +553,7 @@ def _tile_counts(n_live: jax.Array, widths: tuple[int, ...]) -> tuple[jax.Array,
     return tuple(counts)
 
 
-@partial(jax.jit, static_argnames=("spec", "factory"), compiler_options=COMPILER_OPTIONS)
-def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, filled: jax.Array | None = None, *,
+def _run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, filled: jax.Array | None = None, *,
               spec: KernelSpec, factory: Callable | None = None) -> dict:
     """Run a chunk: ``values[name]`` holds one entry per trajectory (all of the same length ``C``).
     Only the first ``filled`` rows (default: all) are trajectories: the others pad a short last
@@ -828,3 +828,43 @@ def run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, filled: 
     rows = jnp.arange(padded, dtype=jnp.int32)
     position = jnp.zeros(padded, jnp.int32).at[work["origin"]].set(rows, unique_indices=True)[:size]
     return jax.tree_util.tree_map(lambda x: x.at[position].get(mode="promise_in_bounds", unique_indices=True), out)
+
+
+STATIC_ARGNAMES = ("spec", "factory")
+run_chunk = jax.jit(_run_chunk, static_argnames=STATIC_ARGNAMES, compiler_options=COMPILER_OPTIONS)
+_KERNELS: dict[tuple, Callable] = {(): run_chunk}  # jitted kernels by their LLVM compiler options
+
+
+def scalar_coordinates(problem: Any) -> bool:
+    """Whether a trajectory's state is a few scalars (every leaf 0-d, at most
+    ``UNROLL_MAX_COORDINATES``): its block of steps is one unrolled chain of scalar operations per
+    trajectory, packed in complex pairs (:func:`_complex_pairs`)."""
+    n = problem.num_coordinates
+    shapes = jax.eval_shape(problem.unflatten, jax.ShapeDtypeStruct((n,), jnp.float64))
+    return n <= UNROLL_MAX_COORDINATES and all(leaf.ndim == 0 for leaf in jax.tree_util.tree_leaves(shapes))
+
+
+def wanted_llvm_options(problem: Any) -> str:
+    """The LLVM options mfdyn gives the kernel of ``problem`` on a CPU: loop interleaving where a
+    trajectory's state is a few scalars (:func:`scalar_coordinates`): its block of GD steps is a
+    chain bound by its latency (:mod:`mfdyn._llvm_options`); none for the others (their loops over a
+    few matrix entries ran the same or 4% slower, measured)."""
+    return _llvm.INTERLEAVE if scalar_coordinates(problem) else ""
+
+
+def kernel_llvm_options(wanted: str, platform: str = "cpu") -> str:
+    """The LLVM options that the kernel compiled for ``wanted`` (:func:`wanted_llvm_options`) runs
+    with in this process on ``platform`` (mfdyn's are for a CPU only): what a sweep records
+    (:func:`mfdyn._llvm_options.effective`)."""
+    return _llvm.effective(wanted if platform == "cpu" else "")
+
+
+def kernel_for(wanted: str, platform: str = "cpu") -> Callable:
+    """:func:`run_chunk`, compiled with the LLVM options ``wanted`` (:func:`wanted_llvm_options`) on
+    a CPU (one jitted function per set of options, each with its own compilation cache)."""
+    extra = _llvm.compiler_options(wanted if platform == "cpu" else "")
+    key = tuple(sorted(extra.items()))
+    if key not in _KERNELS:
+        _KERNELS.setdefault(key, jax.jit(_run_chunk, static_argnames=STATIC_ARGNAMES,
+                                         compiler_options={**COMPILER_OPTIONS, **extra}))
+    return _KERNELS[key]

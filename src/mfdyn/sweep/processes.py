@@ -57,9 +57,8 @@ def worker_environment() -> dict[str, str]:
     """A worker's environment: this one's, with glibc's ``MALLOC_SETTINGS`` unless set, JAX on the
     CPU (the workers are the cores': on a GPU machine each would otherwise open the GPU and take
     most of its memory; the kernels of a sweep run on the GPU with ``scheduler=None``), and
-    ``XLA_FLAGS`` as it is here: the workers compile with this process's LLVM options, which the
-    sweep records (:mod:`mfdyn._xla_flags`: mfdyn's in the ``mfdyn`` command's process, none in a
-    caller's process unless the user passes some)."""
+    ``XLA_FLAGS`` (and ``MFDYN_LLVM_OPTIONS``) as here: the workers compile the kernel with the LLVM
+    options it gets in this process, which the sweep records (:mod:`mfdyn._llvm_options`)."""
     return {**MALLOC_SETTINGS, **os.environ, "JAX_PLATFORMS": "cpu"}
 
 
