@@ -129,14 +129,14 @@ class Problem(eqx.Module):
         return self.flatten(self.grad(self.unflatten(vector)))
 
     def hessian(self, params: PyTree) -> jax.Array:
-        """Dense Hessian of the loss over the flattened real coordinates, shape ``(n, n)``."""
-        x = self.flatten(params)
-        return jax.jacfwd(self.flat_grad)(x)
+        """Dense Hessian of the loss over the flattened real coordinates, shape ``(n, n)``:
+        ``jacfwd`` of the closed-form gradient, compiled once per problem structure and shape."""
+        return _dense_hessian(self, _as_arrays(params))
 
     def hvp(self, params: PyTree, vector: jax.Array) -> jax.Array:
-        """Hessian-vector product in flat real coordinates (forward-over-closed-form gradient)."""
-        x = self.flatten(params)
-        return jax.jvp(self.flat_grad, (x,), (vector,))[1]
+        """Hessian-vector product in flat real coordinates (forward-over-closed-form gradient),
+        compiled once per problem structure and shape."""
+        return _hessian_vector_product(self, _as_arrays(params), jnp.asarray(vector))
 
     def check_params(self, params: PyTree, name: str = "params") -> PyTree:
         """Validate structure, shapes and finiteness; return the params as arrays of the right dtype."""
@@ -162,6 +162,23 @@ class Problem(eqx.Module):
                 v.finite_array(label, arr, allow_complex=is_complex_template)
             out.append(jnp.asarray(p, dtype=t.dtype))
         return jax.tree_util.tree_unflatten(t_def, out)
+
+
+def _as_arrays(params: PyTree) -> PyTree:
+    """Python numbers as arrays: ``eqx.filter_jit`` would make them static (a compilation per value)."""
+    return jax.tree_util.tree_map(jnp.asarray, params)
+
+
+# Run eagerly, ``jacfwd`` dispatches each operation of the gradient on its own: a deep problem's
+# Hessian took 1-5 s at first and 10-65 ms after; compiled, 0.1-0.7 s and 0.3 ms (measured 2026-11-23).
+@eqx.filter_jit
+def _dense_hessian(problem: Problem, params: PyTree) -> jax.Array:
+    return jax.jacfwd(problem.flat_grad)(problem.flatten(params))
+
+
+@eqx.filter_jit
+def _hessian_vector_product(problem: Problem, params: PyTree, vector: jax.Array) -> jax.Array:
+    return jax.jvp(problem.flat_grad, (problem.flatten(params),), (vector,))[1]
 
 
 def as_float(name: str, value: Any, *, positive: bool = False, nonnegative: bool = False) -> jax.Array:
