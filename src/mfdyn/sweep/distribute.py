@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..errors import InputError
-from .kernel import KernelSpec, kernel_for
+from .kernel import KernelSpec, kernel_for, structure_key
 
 CONNECT_TIMEOUT = "20s"  # for a scheduler given by address
 LANE = 16  # chunks are padded to a multiple of this (see the docstring of padded_size)
@@ -96,9 +96,21 @@ def _kernel_args(job: ChunkJob, values: dict[str, np.ndarray]) -> tuple[int, tup
 
 def compile_kernel(job: ChunkJob, values: dict[str, np.ndarray]) -> None:
     """Compiles the kernel for the job's chunk shape without running it (the compiled executable is
-    cached by ``jax.jit``: later calls of any chunk of the job reuse it)."""
-    kernel = kernel_for(job.llvm, kernel_platform())
-    kernel.lower(*_kernel_args(job, values)[1], spec=executed_spec(job.spec), factory=job.factory).compile()
+    cached by ``jax.jit``: later calls of any chunk of the job reuse it). A kernel compiled before in
+    this process is not traced and lowered again (about 1 ms a sweep)."""
+    platform = kernel_platform()
+    args, spec = _kernel_args(job, values)[1], executed_spec(job.spec, platform)
+    key = structure_key((args, job.factory))
+    if key is not None:
+        key = (job.llvm, platform, spec, key)
+        if key in _COMPILED:
+            return
+    kernel_for(job.llvm, platform).lower(*args, spec=spec, factory=job.factory).compile()
+    if key is not None:
+        _COMPILED.add(key)
+
+
+_COMPILED: set = set()  # the kernels compile_kernel compiled (a key of their compilation)
 
 
 def compute_chunk(job: ChunkJob, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -838,10 +838,45 @@ _KERNELS: dict[tuple, Callable] = {(): run_chunk}  # jitted kernels by their LLV
 def scalar_coordinates(problem: Any) -> bool:
     """Whether a trajectory's state is a few scalars (every leaf 0-d, at most
     ``UNROLL_MAX_COORDINATES``): its block of steps is one unrolled chain of scalar operations per
-    trajectory, packed in complex pairs (:func:`_complex_pairs`)."""
+    trajectory, packed in complex pairs (:func:`_complex_pairs`). Remembered per problem structure
+    (:func:`structure_key`): tracing ``unflatten`` took 2-3 ms of every sweep's planning."""
+    key = structure_key(problem)
+    if key is None:
+        return _scalar_coordinates(problem)
+    if key not in _SCALAR_COORDINATES:
+        _SCALAR_COORDINATES[key] = _scalar_coordinates(problem)
+    return _SCALAR_COORDINATES[key]
+
+
+_SCALAR_COORDINATES: dict[Any, bool] = {}
+
+
+def _scalar_coordinates(problem: Any) -> bool:
     n = problem.num_coordinates
     shapes = jax.eval_shape(problem.unflatten, jax.ShapeDtypeStruct((n,), jnp.float64))
     return n <= UNROLL_MAX_COORDINATES and all(leaf.ndim == 0 for leaf in jax.tree_util.tree_leaves(shapes))
+
+
+def structure_key(tree: Any) -> Any:
+    """What a jitted function's compilation depends on in ``tree``: its pytree structure (static
+    fields included) and the abstract value (shape, dtype, weak type) of every array leaf (any other
+    leaf, a function, as itself); ``None`` if that is not hashable (e.g. a static field holding an
+    array)."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    try:
+        key = (treedef, tuple(_abstract(leaf) for leaf in leaves))
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _abstract(leaf: Any) -> Any:
+    """A leaf's abstract value; a leaf that is no array (a function: a static argument) itself."""
+    try:
+        return jax.typeof(leaf)
+    except TypeError:
+        return ("static", leaf)
 
 
 def wanted_llvm_options(problem: Any) -> str:
