@@ -465,21 +465,40 @@ def xr_identical(a, b):
     assert a.identical(b), [k for k in a.data_vars if not a[k].identical(b[k])]
 
 
-def test_one_compilation_per_structure_and_chunk_shape():
+def test_one_compilation_per_structure_and_chunk_shape(monkeypatch):
+    """Every grid value is traced data: one compilation per structure and chunk shape. The sweep's
+    pre-compilation lowers a kernel only the first time (``distribute.compile_kernel``)."""
+    distribute = importlib.import_module("mfdyn.sweep.distribute")
+    lowerings = []
+
+    class CountLowerings:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __call__(self, *args, **kwargs):
+            return self.kernel(*args, **kwargs)
+
+        def lower(self, *args, **kwargs):
+            lowerings.append(args[1]["eta"].shape)
+            return self.kernel.lower(*args, **kwargs)
+
+    kernel_for = distribute.kernel_for
+    monkeypatch.setattr(distribute, "kernel_for", lambda *args: CountLowerings(kernel_for(*args)))
     axes1 = {"eta": np.linspace(0.2, 1.0, 5), "a": [1.5], "b": [0.5]}
     mfdyn.sweep(SCALAR, axes1, 40, chunk=8, progress=False)
     kernel = importlib.import_module("mfdyn.sweep.kernel")
     scalar_kernel = kernel.kernel_for(kernel.wanted_llvm_options(SCALAR))
-    before = scalar_kernel._cache_size()
+    before, lowered = scalar_kernel._cache_size(), len(lowerings)
     axes2 = {"eta": np.linspace(0.3, 0.6, 13), "a": [0.7, 0.8], "b": [0.25]}  # other values and grid size
     mfdyn.sweep(mfdyn.ScalarFactorization(2.0), axes2, 40, chunk=8, progress=False)
-    assert scalar_kernel._cache_size() == before
+    assert scalar_kernel._cache_size() == before and len(lowerings) == lowered
     mfdyn.sweep(SCALAR, axes1, 40, chunk=32, progress=False)  # a new chunk shape compiles once
-    assert scalar_kernel._cache_size() == before + 1
+    mfdyn.sweep(SCALAR, axes2, 40, chunk=32, progress=False)
+    assert scalar_kernel._cache_size() == before + 1 and lowerings[lowered:] == [(32,)]
     # a quartic term is a new structure (a pure quadratic loss leaves it out), compiled once for all mu > 0
     mfdyn.sweep(mfdyn.ScalarFactorization(2.0, 0.1), axes2, 40, chunk=8, progress=False)
     mfdyn.sweep(mfdyn.ScalarFactorization(1.0, 0.3), axes1, 40, chunk=8, progress=False)
-    assert scalar_kernel._cache_size() == before + 2
+    assert scalar_kernel._cache_size() == before + 2 and lowerings[lowered:] == [(32,), (16,)]
 
 
 def test_kernel_runs_without_parallel_task_assignment_which_changes_no_bit():
