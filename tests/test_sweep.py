@@ -244,7 +244,7 @@ def test_event_replay_matches_a_slow_loop():
         @jax.jit
         def walk(vals, z, v):  # the kernel's walk of rows
             packed = batched(pieces["pack"], vals, z, v)
-            end, first = kernel.walk_rows(batched, pieces, SCALAR, jnp.asarray(tol), vals, packed, c)
+            end, first = kernel.walk_rows(batched, pieces, spec.unroll, jnp.asarray(tol), vals, packed, c)
             return (*batched(pieces["unpack"], vals, end), *kernel.decode_first(first, t0))
 
         walked = walk(vals, z, v)
@@ -299,12 +299,12 @@ def test_event_replay_matches_a_slow_loop():
         # the one-pass walk that freezes each row at its event (the general case), for a whole block
         # and for a remainder of 5 steps
         for steps in (c, 5):
-            assert kernel.two_passes(SCALAR, steps)
+            assert kernel.two_passes(spec.unroll, steps)
 
             @jax.jit
             def both(vals, z, v, steps=steps):
                 packed = batched(pieces["pack"], vals, z, v)
-                return (kernel.walk_rows(batched, pieces, SCALAR, jnp.asarray(tol), vals, packed, steps),
+                return (kernel.walk_rows(batched, pieces, spec.unroll, jnp.asarray(tol), vals, packed, steps),
                         batched(partial(pieces["frozen_walk"], n=steps), vals, packed))
 
             two_pass, one_pass = both(vals, z, v)
@@ -459,6 +459,37 @@ def test_results_do_not_depend_on_check_every(scalar_ds):
                             progress=False)
         for name in scalar_ds.data_vars:
             np.testing.assert_array_equal(other[name].values, scalar_ds[name].values, err_msg=name)
+
+
+def test_results_do_not_depend_on_the_unroll(scalar_ds, monkeypatch):
+    """Every result, bit for bit, whether the blocks, walks and replays run as unrolled groups of
+    steps or as loops of single steps (``KernelSpec.unroll``: a schedule chosen per problem by
+    ``kernel.step_unroll``)."""
+    kernel = importlib.import_module("mfdyn.sweep.kernel")
+    api = importlib.import_module("mfdyn.sweep.api")
+    assert api.step_unroll(SCALAR) == kernel.UNROLL  # (the kernel of scalar_ds: unrolled)
+    monkeypatch.setattr(api, "step_unroll", lambda problem: 1)
+    scalar_kernel = kernel.kernel_for(kernel.wanted_llvm_options(SCALAR))
+    before = scalar_kernel._cache_size()
+    looped = mfdyn.sweep(SCALAR, scalar_axes(), STEPS, keep_orbit=4, chunk=CHUNK, progress=False)
+    assert scalar_kernel._cache_size() == before + 1  # (really another kernel)
+    for name in scalar_ds.data_vars:
+        np.testing.assert_array_equal(looped[name].values, scalar_ds[name].values, err_msg=name)
+
+
+def test_step_unroll_for_elementwise_steps_only():
+    """Small problems whose GD step is a few elementwise operations are unrolled; a deep
+    factorization's step of many small matrix products is not, however few its coordinates."""
+    kernel = importlib.import_module("mfdyn.sweep.kernel")
+    unrolled = [SCALAR, mfdyn.ScalarFactorization(1.0, 0.2), mfdyn.SymmetricFactorization(np.diag([1.0, 0.5, 0.2]), 2),
+                mfdyn.MatrixFactorization(np.ones((3, 4)), 1)]
+    looped = [mfdyn.DeepFactorization(np.eye(2), 3), mfdyn.DeepFactorization(np.array([[2.0]]), 3),
+              mfdyn.MatrixFactorization(np.ones((3, 4)), 3)]  # (the last: 21 coordinates)
+    for problem in unrolled:
+        assert kernel.step_operations(problem) <= kernel.UNROLL_MAX_STEP_OPERATIONS
+        assert kernel.step_unroll(problem) == kernel.UNROLL
+    assert [kernel.step_unroll(problem) for problem in looped] == [1, 1, 1]
+    assert kernel.step_operations(looped[0]) > kernel.UNROLL_MAX_STEP_OPERATIONS
 
 
 def xr_identical(a, b):

@@ -26,7 +26,7 @@ from .classify import LABELS, decode
 from .distribute import (ChunkJob, LANE, cluster_llvm_options, cluster_platform, dask_client, kernel_platform,
                          local_workers, padded_size, run_dask, run_local, run_processes)
 from .grid import Grid, _axis_values, chunk_ranges, make_grid
-from .kernel import KernelSpec, kernel_llvm_options, wanted_llvm_options
+from .kernel import KernelSpec, kernel_llvm_options, step_unroll, wanted_llvm_options
 from .progress import SweepProgress
 
 STEP_AXES = ("eta", "momentum")
@@ -209,7 +209,8 @@ def plan_sweep(problem, axes, steps, *, tol, max_period, keep_orbit, chunk, init
     spec = KernelSpec(steps=steps, check_every=check_every, tail=tail, max_period=min(max_period, tail),
                       keep_orbit=keep_orbit, init=init, init_kind=init_kind if init == "random" else "",
                       const_names=const_names, sharpness=bool(sharpness),
-                      heavy_ball="momentum" in grid.axis_names, tile=tile_size(n_coords))
+                      heavy_ball="momentum" in grid.axis_names, tile=tile_size(n_coords),
+                      unroll=step_unroll(base.generalized(const_names) if factory is None else base))
     if chunk is None:
         sized_for = platform if local else "cpu"
         chunk = default_chunk(grid.size, n_coords, local_workers(workers, sized_for), sized_for, keep_orbit)

@@ -26,15 +26,15 @@ Schedule of one trajectory (``T = steps``, ``c = check_every``, ``W = tail`` =
 ``min(max(max_period, keep_orbit), T)``, ``s0 = c floor((T - W) / c)``):
 
 1. main phase, ``c floor(T / c)`` steps: blocks of ``c`` plain ``gd_update`` steps (run in a
-   loop of unrolled groups for small problems, the state of two real coordinates packed as one
-   complex number, so XLA fuses them into one loop over the tile), with one test at the block's
-   end: is the state (and its gradient) finite, does it pass the convergence test (evaluated as
-   ``||g||^2 <= sq_norm_bound(tol)``, exactly equivalent and without a square root)? Non-finite
-   values are absorbing under GD, so a finite end state means the whole block was finite. A row
-   whose block ended with an event keeps the block's start state and stops advancing; so does a
-   row whose block ended exactly where it started (a cycle whose length divides ``c``): both are
-   recognized by an end state equal, bit for bit, to the start state. The state at step ``s0``
-   (the *mark*) is kept;
+   loop of unrolled groups for small problems, :func:`step_unroll`; the state of two real
+   coordinates packed as one complex number, so XLA fuses them into one loop over the tile), with
+   one test at the block's end: is the state (and its gradient) finite, does it pass the
+   convergence test (evaluated as ``||g||^2 <= sq_norm_bound(tol)``, exactly equivalent and without
+   a square root)? Non-finite values are absorbing under GD, so a finite end state means the whole
+   block was finite. A row whose block ended with an event keeps the block's start state and
+   stops advancing; so does a row whose block ended exactly where it started (a cycle whose length
+   divides ``c``): both are recognized by an end state equal, bit for bit, to the start state. The
+   state at step ``s0`` (the *mark*) is kept;
 2. at the end of the round, those rows of a tile (gathered in groups; on a GPU the whole tile,
    masked: ``KernelSpec.replay_gathered``) replay their block from its start, one step at a time
    with the test after every step, and locate the first event exactly: the first step whose state
@@ -75,7 +75,8 @@ from .classify import classify
 
 PERIOD_RTOL = 1e-9
 CYCLE = -2  # the event code of a block with no event that ends where it started
-UNROLL_MAX_COORDINATES = 16  # unroll the fused block for problems this small (elementwise work)
+UNROLL_MAX_COORDINATES = 16  # unroll the fused block for problems this small (elementwise work) ...
+UNROLL_MAX_STEP_OPERATIONS = 32  # ... whose GD step is at most this many operations (step_unroll)
 UNROLL = 16  # steps per unrolled group
 NARROW_FACTOR = 8  # narrow tiles are this many times narrower than full ones ...
 NARROW_MIN = 64  # ... and at least this wide (else only full tiles are used)
@@ -92,7 +93,7 @@ COMPILER_OPTIONS = {"xla_disable_hlo_passes": "cpu-parallel-task-assigner"}
 class KernelSpec:
     """Everything static about a sweep: it keys the compilation cache together with the shapes.
 
-    ``tile`` and ``blocks_per_round`` only schedule the work; no result depends on them.
+    ``tile``, ``unroll`` and ``blocks_per_round`` only schedule the work; no result depends on them.
     """
 
     steps: int
@@ -106,6 +107,7 @@ class KernelSpec:
     sharpness: bool
     heavy_ball: bool = True  # False when no momentum is swept: plain GD steps (see gd_update)
     tile: int = 4096  # trajectories advanced together (sized for the cache)
+    unroll: int = UNROLL  # steps per unrolled group of a block, walk or replay (1: single steps; step_unroll)
     blocks_per_round: int = 4  # check blocks of a round, between two compactions (doubled: ROUND_DOUBLINGS)
     replay_gathered: bool = True  # replay event blocks on their rows gathered in groups (else the whole tile)
 
@@ -196,7 +198,7 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
         ``tol > 0``), so XLA keeps the loop and materializes its result once instead of fusing (and
         recomputing) a whole unrolled chain of steps into every consumer.
         """
-        unroll = min(n, UNROLL) if problem.num_coordinates <= UNROLL_MAX_COORDINATES else 1
+        unroll = min(n, spec.unroll)
         if n == 0:
             return state
         groups = jnp.where(tol >= 0, n // unroll, 0)
@@ -305,11 +307,11 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
         it if the state itself is finite, else one step earlier: :func:`mfdyn.dynamics.guarded_update`)
         and *converged* when it is good and passes the test (the trajectory stops at it). The
         start is good and failed the test. Each row is frozen at its event. For small problems the
-        steps are unrolled in groups of up to ``UNROLL`` (XLA:CPU pays per operation launched: a
+        steps are unrolled in groups of up to ``spec.unroll`` (XLA:CPU pays per operation launched: a
         loop over one step at a time spends more time launching than computing)."""
         z, v = unpack(problem, vals, packed)
         pack_pair, unpack_pair = _complex_pairs((z, v, z))
-        unroll = min(max(n, 1), UNROLL) if problem.num_coordinates <= UNROLL_MAX_COORDINATES else 1
+        unroll = min(max(n, 1), spec.unroll)
         groups, rest = divmod(n, unroll)
 
         def steps(r0, n, carry):
@@ -413,16 +415,18 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
                 finals=finals, orbit_loss=lambda problem, vals, orbit: jax.vmap(problem.flat_loss)(orbit))
 
 
-def two_passes(problem: Any, n: int) -> bool:
+def two_passes(unroll: int, n: int) -> bool:
     """Whether a walk of ``n`` steps runs as :func:`find` then :func:`replay` (small problems, all
-    steps unrolled) rather than as the one-pass :func:`frozen_walk`."""
-    return problem.num_coordinates <= UNROLL_MAX_COORDINATES and n <= UNROLL
+    steps unrolled: ``n <= unroll``, the kernel's :attr:`KernelSpec.unroll`) rather than as the
+    one-pass :func:`frozen_walk`."""
+    return unroll > 1 and n <= unroll
 
 
-def walk_rows(batched: Callable, pieces: dict, problem: Any, tol: jax.Array, vals: dict, packed: Any,
+def walk_rows(batched: Callable, pieces: dict, unroll: int, tol: jax.Array, vals: dict, packed: Any,
               n: int) -> tuple[Any, jax.Array]:
     """The walk of ``n`` steps of every row (``batched(fn, vals, *args)`` maps a per-trajectory
-    piece over the rows): the packed states the rows stop at and their codes ``first``.
+    piece over the rows; ``unroll``: :attr:`KernelSpec.unroll`): the packed states the rows stop at
+    and their codes ``first``.
 
     Small problems take two passes, :func:`find` then :func:`replay`, each one fused pass over the
     rows with one output, behind a ``cond`` whose predicate XLA cannot fold (``tol >= 0``; ``tol > 0``
@@ -431,7 +435,7 @@ def walk_rows(batched: Callable, pieces: dict, problem: Any, tol: jax.Array, val
     per row (5% more of the scalar sweep's kernel). The conds sit outside the ``vmap``: batching
     a cond (or a loop) traces its branch again, 0.7 s more tracing per kernel (measured).
     """
-    if not two_passes(problem, n):
+    if not two_passes(unroll, n):
         return batched(partial(pieces["frozen_walk"], n=n), vals, packed)
     always = tol >= 0
     rows = jax.tree_util.tree_leaves(packed)[0].shape[0]
@@ -680,7 +684,7 @@ def _run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, filled:
         block's own end test: an event at its end (``first = 2 c``, ``+1`` if not finite)."""
         vals, _ = const
         zv, _ = rows
-        end, first = walk_rows(batched, pieces, problem, tol, vals, zv, c)
+        end, first = walk_rows(batched, pieces, spec.unroll, tol, vals, zv, c)
         cycle = (first < 0) & batched("same_bits", vals, end, zv)  # no event: a cycle whose length divides c
         first = jnp.where(cycle, CYCLE, first)
         stray = first == -1
@@ -787,7 +791,7 @@ def _run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, filled:
         vals = const["vals"]
         if spec.main_remainder:
             t0 = jnp.full(rows["conv"].shape, spec.main_blocks * c, jnp.int64)
-            zv, first = walk_rows(batched, pieces, problem, tol, vals, batched("pack", vals, rows["z"], rows["v"]),
+            zv, first = walk_rows(batched, pieces, spec.unroll, tol, vals, batched("pack", vals, rows["z"], rows["v"]),
                                   spec.main_remainder)
             z, v = batched("unpack", vals, zv)
             div, conv = decode_first(first, t0)
@@ -877,6 +881,51 @@ def _abstract(leaf: Any) -> Any:
         return jax.typeof(leaf)
     except TypeError:
         return ("static", leaf)
+
+
+def step_unroll(problem: Any) -> int:
+    """Steps per unrolled group in the kernel's blocks, walks and replays (:attr:`KernelSpec.unroll`):
+    ``UNROLL`` for a small problem (at most ``UNROLL_MAX_COORDINATES`` coordinates) whose plain GD
+    step is a few operations (at most ``UNROLL_MAX_STEP_OPERATIONS`` in its jaxpr, nested ones
+    included), else 1 (a loop of single steps). Remembered per problem structure.
+
+    Why (measured 2026-11-23, 2 cores, same bits either way): a problem whose step is elementwise
+    work on a few entries gains from the unrolled chain (rank-1 3x4, 12 operations a step, and
+    symmetric n=3 r=2, 7: 23% and 15% less time where no row settles); a step of many small matrix
+    products does not (deep d=2 L=3, 72 operations: the sweep of 8192 trajectories x 2000 steps
+    took 1.07 s looped against 1.82 s unrolled, and its kernel compiled 3.5x faster).
+    """
+    key = structure_key(problem)
+    if key is None or key not in _STEP_UNROLL:
+        small = (problem.num_coordinates <= UNROLL_MAX_COORDINATES
+                 and step_operations(problem) <= UNROLL_MAX_STEP_OPERATIONS)
+        if key is None:
+            return UNROLL if small else 1
+        _STEP_UNROLL[key] = UNROLL if small else 1
+    return _STEP_UNROLL[key]
+
+
+_STEP_UNROLL: dict[Any, int] = {}
+
+
+def step_operations(problem: Any) -> int:
+    """The number of operations of one plain GD step of ``problem`` (its jaxpr's equations, those of
+    nested jaxprs included)."""
+    z = problem.unflatten(jnp.zeros(problem.num_coordinates))
+    jaxpr = jax.make_jaxpr(lambda z: gd_update(problem, z, None, 0.5, 0.0, heavy_ball=False))(z)
+    return _count_operations(jaxpr.jaxpr)
+
+
+def _count_operations(jaxpr: Any) -> int:
+    total = 0
+    for eqn in jaxpr.eqns:
+        total += 1
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)  # (a ClosedJaxpr holds its Jaxpr)
+                if hasattr(inner, "eqns"):
+                    total += _count_operations(inner)
+    return total
 
 
 def wanted_llvm_options(problem: Any) -> str:
