@@ -222,6 +222,55 @@ def _sweep_steps(ctx: Context) -> int:
 PROB = dict(d=3, eps=0.4, eta=0.04, balance=5.0)  # MATH.md §4 checked d = 3, eps = 0.4, a = 5 (eta 0.02 there)
 
 
+SLOW_RERUN = 10  # the real balanced det W(0) > 0 runs not converged within the budget: rerun with 10x the steps
+
+
+def _slow_balanced_runs(ctx: Context, ds, slow: np.ndarray, d: int, eps: float, eta: float, steps: int,
+                        balance: float) -> None:
+    """Why runs with ``det W(0) > 0`` from a real balanced init had not converged within ``steps``: the
+    plateau law (MATH.md §4 [derived], :func:`mfdyn.deep.plateau_time`) predicts the GD step at which the
+    slowest mode of ``W(0)`` (``u0 = sigma_min(W(0))``, ``s = 1``) reaches half of ``s``; the runs are
+    rerun with ``SLOW_RERUN`` times the steps. A diagnostic (a table and a note), not a claim."""
+    problem = DeepFactorization(deep.target(d), DEPTH, balance=balance)
+    u0 = np.array([np.linalg.svd(np.asarray(problem.product(problem.init(int(seed), scale=eps, kind="balanced"))),
+                                 compute_uv=False).min() for seed in slow])
+    predicted = deep.plateau_time(1.0, u0, 0.5) / eta
+    longer = deep.convergence_sweep(deep.conditioned_family(d, "real"), slow, eps=eps, eta=eta, steps=SLOW_RERUN * steps,
+                                    kind="balanced", constants={"kappa": [1.0], "balance": [balance]})
+    longer = longer.squeeze(("kappa", "balance"))
+    conv, at = np.asarray(longer["converged"]), np.asarray(longer["steps_to_converge"])
+    diverged = np.asarray(ds["diverged_at"])[slow] >= 0
+    rows = [dict(seed=int(seed), u0=float(u), predicted_escape_step=float(p),
+                 within_budget="diverged" if div else "not converged",
+                 rerun=str(longer["outcome"].values[i]), rerun_steps_to_converge=int(at[i]) if conv[i] else None,
+                 measured_over_predicted=float(at[i] / p) if conv[i] else None)
+            for i, (seed, u, p, div) in enumerate(zip(slow, u0, predicted, diverged))]
+    ctx.table(f"Real balanced init, det W(0) > 0, not converged within {steps} steps: the plateau law's escape "
+              f"step (plateau_time(1, u0, 1/2) / eta, u0 = sigma_min W(0)) and a rerun with {SLOW_RERUN * steps} steps",
+              rows)
+    ratio = at[conv] / predicted[conv]
+    beyond = ~diverged & (predicted > steps)
+    ctx.note(f"Real balanced init, the {slow.size} runs with det W(0) > 0 not converged within {steps} steps: "
+             f"{int(diverged.sum())} diverged; of the other {int((~diverged).sum())}, {int(beyond.sum())} have a "
+             f"predicted escape of their slowest mode (plateau law, MATH.md §4 [derived]) beyond the budget. Rerun "
+             f"with {SLOW_RERUN * steps} steps, {int(conv.sum())} converged"
+             + (f", at {ratio.min():.3f}-{ratio.max():.3f} times the predicted escape step" if conv.any() else "")
+             + f"; the others' predicted escapes: {', '.join(f'{p:.3g}' for p in np.sort(predicted[~conv & ~diverged]))} "
+             f"steps. {_slow_verdict(conv, diverged, predicted, SLOW_RERUN * steps)}")
+
+
+def _slow_verdict(conv: np.ndarray, diverged: np.ndarray, predicted: np.ndarray, budget: int) -> str:
+    """Whether the plateau law accounts for every finite slow run: converged in the rerun, or predicted
+    to escape after its budget."""
+    unexplained = int(np.sum(~diverged & ~conv & (predicted <= budget)))
+    if unexplained:
+        return (f"{unexplained} finite run(s) neither converged in the rerun nor have a predicted escape beyond "
+                f"its {budget} steps: not accounted for by the plateau law.")
+    apart = "apart from the diverged runs, " if diverged.any() else ""
+    return (f"Every finite one converged in the rerun or is predicted to escape after it: {apart}the disagreements "
+            "of the agreement claim above are plateaus longer than the step budget.")
+
+
 def _sign_change_step(problem: DeepFactorization, seed: int, eps: float, eta: float, steps: int, every: int) -> int | None:
     """First recorded GD step at which ``sign det W`` differs from its initial value (``None`` if never)."""
     traj = gd(problem, problem.init(seed, scale=eps, kind="gaussian"), eta, steps, record=("polar_sign",), every=every)
@@ -262,6 +311,8 @@ def convergence_probability(ctx: Context) -> None:
     ctx.at_least("real Gaussian init: P(converged) at least about 1/2 (tolerance: the 95% Wilson half-width)",
                  g_stats["p"], 0.5, tol=half_width)
     ctx.table("Convergence probabilities (Sigma = I, loss < 1e-10 within the step budget)", rows)
+    if slow.size:
+        _slow_balanced_runs(ctx, bal, slow, d, eps, eta, steps, balance)
 
     # real Gaussian init: det W(0) < 0 runs that still converge, and when det W changed sign
     g0, gconv = np.asarray(gauss["det_sign_initial"]), np.asarray(gauss["converged"])
