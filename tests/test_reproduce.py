@@ -67,6 +67,8 @@ def test_slow_balanced_runs_are_accounted_for_by_the_plateau_law_or_not():
     assert "apart" not in _slow_verdict(conv, diverged & False, predicted, 100_000)
     predicted[3] = 5e4  # a finite run that should have escaped within the rerun, and did not
     assert _slow_verdict(conv, diverged, predicted, 100_000).startswith("1 finite run(s) neither converged")
+    predicted[3] = np.nan  # no prediction (u0 = 0 or u0 >= 1/2), not converged: not accounted for either
+    assert _slow_verdict(conv, diverged, predicted, 100_000).startswith("1 finite run(s) neither converged")
 
 
 def test_quick_report_explains_the_slow_balanced_runs(quick_report):

@@ -234,7 +234,9 @@ def _slow_balanced_runs(ctx: Context, ds, slow: np.ndarray, d: int, eps: float, 
     problem = DeepFactorization(deep.target(d), DEPTH, balance=balance)
     u0 = np.array([np.linalg.svd(np.asarray(problem.product(problem.init(int(seed), scale=eps, kind="balanced"))),
                                  compute_uv=False).min() for seed in slow])
-    predicted = deep.plateau_time(1.0, u0, 0.5) / eta
+    predicted = np.full(u0.shape, np.nan)  # (no plateau to predict from u0 = 0 or u0 >= 1/2)
+    has_plateau = (u0 > 0) & (u0 < 0.5)
+    predicted[has_plateau] = deep.plateau_time(1.0, u0[has_plateau], 0.5) / eta
     longer = deep.convergence_sweep(deep.conditioned_family(d, "real"), slow, eps=eps, eta=eta, steps=SLOW_RERUN * steps,
                                     kind="balanced", constants={"kappa": [1.0], "balance": [balance]})
     longer = longer.squeeze(("kappa", "balance"))
@@ -248,21 +250,21 @@ def _slow_balanced_runs(ctx: Context, ds, slow: np.ndarray, d: int, eps: float, 
     ctx.table(f"Real balanced init, det W(0) > 0, not converged within {steps} steps: the plateau law's escape "
               f"step (plateau_time(1, u0, 1/2) / eta, u0 = sigma_min W(0)) and a rerun with {SLOW_RERUN * steps} steps",
               rows)
-    ratio = at[conv] / predicted[conv]
+    ratio = at[conv & has_plateau] / predicted[conv & has_plateau]
     beyond = ~diverged & (predicted > steps)
     ctx.note(f"Real balanced init, the {slow.size} runs with det W(0) > 0 not converged within {steps} steps: "
              f"{int(diverged.sum())} diverged; of the other {int((~diverged).sum())}, {int(beyond.sum())} have a "
              f"predicted escape of their slowest mode (plateau law, MATH.md §4 [derived]) beyond the budget. Rerun "
              f"with {SLOW_RERUN * steps} steps, {int(conv.sum())} converged"
-             + (f", at {ratio.min():.3f}-{ratio.max():.3f} times the predicted escape step" if conv.any() else "")
+             + (f", at {ratio.min():.3f}-{ratio.max():.3f} times the predicted escape step" if ratio.size else "")
              + f"; the others' predicted escapes: {', '.join(f'{p:.3g}' for p in np.sort(predicted[~conv & ~diverged]))} "
              f"steps. {_slow_verdict(conv, diverged, predicted, SLOW_RERUN * steps)}")
 
 
 def _slow_verdict(conv: np.ndarray, diverged: np.ndarray, predicted: np.ndarray, budget: int) -> str:
     """Whether the plateau law accounts for every finite slow run: converged in the rerun, or predicted
-    to escape after its budget."""
-    unexplained = int(np.sum(~diverged & ~conv & (predicted <= budget)))
+    to escape after its budget (a run with no prediction, NaN, that did not converge is not accounted for)."""
+    unexplained = int(np.sum(~diverged & ~conv & ~(predicted > budget)))
     if unexplained:
         return (f"{unexplained} finite run(s) neither converged in the rerun nor have a predicted escape beyond "
                 f"its {budget} steps: not accounted for by the plateau law.")
