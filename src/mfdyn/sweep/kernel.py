@@ -844,12 +844,7 @@ def scalar_coordinates(problem: Any) -> bool:
     ``UNROLL_MAX_COORDINATES``): its block of steps is one unrolled chain of scalar operations per
     trajectory, packed in complex pairs (:func:`_complex_pairs`). Remembered per problem structure
     (:func:`structure_key`): tracing ``unflatten`` took 2-3 ms of every sweep's planning."""
-    key = structure_key(problem)
-    if key is None:
-        return _scalar_coordinates(problem)
-    if key not in _SCALAR_COORDINATES:
-        _SCALAR_COORDINATES[key] = _scalar_coordinates(problem)
-    return _SCALAR_COORDINATES[key]
+    return _per_structure(_SCALAR_COORDINATES, _scalar_coordinates, problem)
 
 
 _SCALAR_COORDINATES: dict[Any, bool] = {}
@@ -859,6 +854,17 @@ def _scalar_coordinates(problem: Any) -> bool:
     n = problem.num_coordinates
     shapes = jax.eval_shape(problem.unflatten, jax.ShapeDtypeStruct((n,), jnp.float64))
     return n <= UNROLL_MAX_COORDINATES and all(leaf.ndim == 0 for leaf in jax.tree_util.tree_leaves(shapes))
+
+
+def _per_structure(cache: dict, compute: Callable[[Any], Any], problem: Any) -> Any:
+    """``compute(problem)``, remembered in ``cache`` per :func:`structure_key` (computed every time
+    where there is no key)."""
+    key = structure_key(problem)
+    if key is None:
+        return compute(problem)
+    if key not in cache:
+        cache[key] = compute(problem)
+    return cache[key]
 
 
 def structure_key(tree: Any) -> Any:
@@ -890,19 +896,18 @@ def step_unroll(problem: Any) -> int:
     included), else 1 (a loop of single steps). Remembered per problem structure.
 
     Why (measured 2026-11-23, 2 cores, same bits either way): a problem whose step is elementwise
-    work on a few entries gains from the unrolled chain (rank-1 3x4, 12 operations a step, and
-    symmetric n=3 r=2, 7: 23% and 15% less time where no row settles); a step of many small matrix
-    products does not (deep d=2 L=3, 72 operations: the sweep of 8192 trajectories x 2000 steps
-    took 1.07 s looped against 1.82 s unrolled, and its kernel compiled 3.5x faster).
+    work on a few entries gains from the unrolled chain (rank-1 3x4, 10 operations a step, and
+    symmetric n=3 r=2, 6: 23% and 14% less time where no row settles; the scalar family: 8); a step
+    of many small matrix products does not (deep d=2 L=3, 69 operations: the sweep of 8192
+    trajectories x 2000 steps took 1.07 s looped against 1.82 s unrolled, and its kernel compiled
+    3.5x faster).
     """
-    key = structure_key(problem)
-    if key is None or key not in _STEP_UNROLL:
-        small = (problem.num_coordinates <= UNROLL_MAX_COORDINATES
-                 and step_operations(problem) <= UNROLL_MAX_STEP_OPERATIONS)
-        if key is None:
-            return UNROLL if small else 1
-        _STEP_UNROLL[key] = UNROLL if small else 1
-    return _STEP_UNROLL[key]
+    return _per_structure(_STEP_UNROLL, _step_unroll, problem)
+
+
+def _step_unroll(problem: Any) -> int:
+    small = problem.num_coordinates <= UNROLL_MAX_COORDINATES and step_operations(problem) <= UNROLL_MAX_STEP_OPERATIONS
+    return UNROLL if small else 1
 
 
 _STEP_UNROLL: dict[Any, int] = {}
