@@ -127,20 +127,30 @@ def test_hessian_and_hvp_compile_once_for_new_values():
     """``hessian`` and ``hvp`` are compiled once per problem structure and shape: new parameter
     values, Python numbers included, and new constants reuse the compilation; the results equal
     autodiff's Hessian of the loss."""
-    from mfdyn.problems import base
+    compiled = []
 
-    def sizes():
-        return base._dense_hessian._cached._cache_size(), base._hessian_vector_product._cached._cache_size()
+    def on_event(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(event)
 
     mfdyn.ScalarFactorization(1.0, 0.1).hessian((1.0, 0.5))
     mfdyn.ScalarFactorization(1.0, 0.1).hvp((1.0, 0.5), [1.0, 0.0])
-    before = sizes()
-    for a, target in ((0.3, 2.0), (1.7, 0.5)):
-        problem = mfdyn.ScalarFactorization(target, 0.1)
-        reference = np.asarray(jax.hessian(problem.flat_loss)(jnp.array([a, 0.5])))
-        np.testing.assert_allclose(problem.hessian((a, 0.5)), reference, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(problem.hvp((a, 0.5), [0.0, 1.0]), reference[:, 1], rtol=1e-12, atol=1e-14)
-    assert sizes() == before
+    jax.monitoring.register_event_duration_secs_listener(on_event)
+    try:
+        for a, target in ((0.3, 2.0), (1.7, 0.5)):
+            problem = mfdyn.ScalarFactorization(target, 0.1)
+            before = len(compiled)
+            got_hessian, got_hvp = problem.hessian((a, 0.5)), problem.hvp((a, 0.5), [0.0, 1.0])
+            counted = len(compiled) - before
+            reference = np.asarray(jax.hessian(problem.flat_loss)(jnp.array([a, 0.5])))
+            np.testing.assert_allclose(got_hessian, reference, rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(got_hvp, reference[:, 1], rtol=1e-12, atol=1e-14)
+            assert counted == 0, f"hessian/hvp compiled {counted} time(s) for new values"
+        before = len(compiled)
+        mfdyn.ScalarFactorization(1.0).hessian((1.0, 0.5))  # a new structure (no quartic term) compiles
+        assert len(compiled) > before
+    finally:
+        jax.monitoring.unregister_event_duration_listener(on_event)
 
 
 def test_flatten_round_trip_complex_counts_two_real_coordinates():
