@@ -98,14 +98,13 @@ def compile_kernel(job: ChunkJob, values: dict[str, np.ndarray]) -> None:
     """Compiles the kernel for the job's chunk shape without running it (the compiled executable is
     cached by ``jax.jit``: later calls of any chunk of the job reuse it). A kernel compiled before in
     this process is not traced and lowered again (about 1 ms a sweep)."""
-    platform = kernel_platform()
-    args, spec = _kernel_args(job, values)[1], executed_spec(job.spec, platform)
+    _, args, kernel, platform, spec = _prepared(job, values)
     key = structure_key((args, job.factory))
     if key is not None:
         key = (job.llvm, platform, spec, key)
         if key in _COMPILED:
             return
-    kernel_for(job.llvm, platform).lower(*args, spec=spec, factory=job.factory).compile()
+    kernel.lower(*args, spec=spec, factory=job.factory).compile()
     if key is not None:
         _COMPILED.add(key)
 
@@ -116,10 +115,17 @@ _COMPILED: set = set()  # the kernels compile_kernel compiled (a key of their co
 def compute_chunk(job: ChunkJob, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run one chunk; ``values[name]`` are the per-point axis values (padded here by repetition).
     The kernel is compiled with the job's LLVM options on a CPU (:func:`~mfdyn.sweep.kernel.kernel_for`)."""
+    n, args, kernel, _, spec = _prepared(job, values)
+    out = kernel(*args, spec=spec, factory=job.factory)
+    return {k: np.asarray(v)[:n] for k, v in out.items()}  # (no copy on the CPU)
+
+
+def _prepared(job: ChunkJob, values: dict[str, np.ndarray]) -> tuple[int, tuple, Callable, str, KernelSpec]:
+    """A chunk's number of points and kernel arguments, and the kernel, platform and executed spec
+    of this process (:func:`kernel_platform`, :func:`executed_spec`)."""
     n, args = _kernel_args(job, values)
     platform = kernel_platform()
-    out = kernel_for(job.llvm, platform)(*args, spec=executed_spec(job.spec, platform), factory=job.factory)
-    return {k: np.asarray(v)[:n] for k, v in out.items()}  # (no copy on the CPU)
+    return n, args, kernel_for(job.llvm, platform), platform, executed_spec(job.spec, platform)
 
 
 Piece = tuple[int, tuple[int, int]]  # (chunk index, its bounds in the flat grid)
