@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import os
 import signal
 import subprocess
@@ -76,6 +78,39 @@ mfdyn.sweep(mfdyn.ScalarFactorization(1.0), {"eta": np.linspace(0.05, 2.1, 12), 
             "b": np.linspace(0.1, 3.0, 4)}, 3000, keep_orbit=3, chunk=8, workers=1, store=sys.argv[1],
             progress=False)
 """
+
+
+def test_long_axes_recorded_by_digest_and_kept_in_the_store(tmp_path, monkeypatch):
+    """An axis longer than INLINE_AXIS_VALUES is recorded in the configuration by size and SHA-256
+    (not as a list: a million zipped points made 60 MB of JSON); a store keeps its values, and
+    open_sweep checks them against the digest."""
+    grid = importlib.import_module("mfdyn.sweep.grid")
+    monkeypatch.setattr(grid, "INLINE_AXIS_VALUES", 4)
+    rng = np.random.default_rng(3)
+    eta, a = rng.uniform(0.2, 2.1, 10), rng.uniform(0.5, 2.0, 10)
+    axes = {"pt": mfdyn.zipped(eta=eta, a=a), "b": [0.8, 1.1, 1.4]}
+    ref = mfdyn.sweep(SCALAR, axes, 150, keep_orbit=2, chunk=4, progress=False)
+    recorded = dict(json.loads(ref.attrs["mfdyn_config"])["grid"])
+    assert recorded["b"] == {"b": [0.8, 1.1, 1.4]}  # (short: its values)
+    assert recorded["pt"]["eta"] == {"size": 10, "dtype": "float64", "first": eta[0], "last": eta[-1],
+                                     "sha256": hashlib.sha256(eta.tobytes()).hexdigest()}
+    path = tmp_path / "long.zarr"
+    _identical(ref, mfdyn.sweep(SCALAR, axes, 150, keep_orbit=2, chunk=4, store=path, progress=False))
+    _identical(ref, mfdyn.open_sweep(path))
+    _identical(ref, mfdyn.sweep(SCALAR, axes, 150, keep_orbit=2, chunk=4, store=path, progress=False))  # resumed
+    # other values along the long axis are refused, naming the first difference; nothing changes
+    before = _tree(path)
+    moved = {"pt": mfdyn.zipped(eta=eta, a=np.r_[a[:9], a[9] + 1e-12]), "b": [0.8, 1.1, 1.4]}
+    with pytest.raises(InputError, match=r"grid\.0\.1\.a\.last: store has"):
+        mfdyn.sweep(SCALAR, moved, 150, keep_orbit=2, chunk=4, store=path, progress=False)
+    shorter = {"pt": mfdyn.zipped(eta=eta, a=a), "b": [0.8, 1.1, 1.5]}
+    with pytest.raises(InputError, match=r"grid\.1\.1\.b\.2: store has 1\.4, this call has 1\.5"):
+        mfdyn.sweep(SCALAR, shorter, 150, keep_orbit=2, chunk=4, store=path, progress=False)
+    assert _tree(path) == before
+    # stored values that no longer match their digest are reported, not used
+    zarr.open_group(path, mode="r+")["axis_values_eta"][3] = 9.0
+    with pytest.raises(InputError, match="axis 'eta': the stored values do not match"):
+        mfdyn.open_sweep(path)
 
 
 def test_sigkill_and_resume_identical(tmp_path):

@@ -25,7 +25,7 @@ from . import store as st
 from .classify import LABELS, decode
 from .distribute import (ChunkJob, LANE, cluster_llvm_options, cluster_platform, dask_client, kernel_platform,
                          local_workers, padded_size, run_dask, run_local, run_processes)
-from .grid import Grid, _axis_values, chunk_ranges, make_grid
+from .grid import Grid, _axis_values, chunk_ranges, grid_from_config, make_grid
 from .kernel import KernelSpec, kernel_llvm_options, step_unroll, wanted_llvm_options
 from .progress import SweepProgress
 
@@ -315,7 +315,8 @@ def sweep(
     state where the trajectory stopped: at convergence, at the last finite state, or after ``steps``.
     Convergence and periodicity tests: see :mod:`mfdyn.sweep.kernel` (``check_every``: steps fused
     between two tests, a speed knob; events inside a block are located exactly). Attributes: the
-    configuration (``mfdyn_config``, JSON) and version.
+    configuration (``mfdyn_config``, JSON: an axis of more than 1024 values is recorded by its size,
+    first and last values and SHA-256, its values being the coordinates) and version.
 
     ``chunk``: trajectories per chunk, the unit of storage, resumption and distribution (default:
     8 cache-sized tiles, at most a quarter of a worker's share; on a GPU the whole grid, up to
@@ -368,7 +369,7 @@ def _run(plan: Plan, store: Any, scheduler: Any, workers: int | None, progress: 
     path = None
     if store is not None:
         path, chunk_size, done = st.open_or_create(store, plan.config, plan.fingerprint, grid.size, chunk_size,
-                                                   plan.layout)
+                                                   plan.layout, grid.long_axes())
         plan.job = dataclasses.replace(plan.job, padded=padded_size(chunk_size))
     ranges = chunk_ranges(grid.size, chunk_size)
     if store is None:
@@ -439,7 +440,7 @@ def open_sweep(path: Any) -> xr.Dataset:
         raise InputError(f"store {str(path)!r} does not exist")
     attrs = st.read_attrs(path)
     config = json.loads(attrs["mfdyn_config"])
-    grid = Grid(tuple((dim, {n: _axis_values(n, vals) for n, vals in axes.items()}) for dim, axes in config["grid"]))
+    grid = grid_from_config(config["grid"], lambda name: st.read_axis(path, name))
     layout = st.variable_layout(config["num_coordinates"], config["keep_orbit"])
     flat = st.read_flat(path, layout, int(attrs["mfdyn_chunk"]))
     return st.gridded(flat, grid, layout, _attrs(config))

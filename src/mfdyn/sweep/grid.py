@@ -9,7 +9,8 @@ dimensions (the last dimension varies fastest); a chunk is a contiguous range of
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+import hashlib
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from .. import _validate as v
 from ..errors import InputError
 
 INTEGER_AXES = ("seed",)
+INLINE_AXIS_VALUES = 1024  # a longer axis is recorded in a configuration by its SHA-256 (describe_axis)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +104,48 @@ class Grid:
         return out
 
     def as_config(self) -> list:
-        """JSON-able description (exact float round trip through ``repr``)."""
-        return [[dim, {n: a.tolist() for n, a in axes.items()}] for dim, axes in self.dims]
+        """JSON-able description: ``[[dim, {name: describe_axis(values)}], ...]``."""
+        return [[dim, {n: describe_axis(a) for n, a in axes.items()}] for dim, axes in self.dims]
+
+    def long_axes(self) -> dict[str, np.ndarray]:
+        """The axes recorded by digest in :meth:`as_config` (their values are kept beside it)."""
+        return {n: a for _, axes in self.dims for n, a in axes.items() if a.size > INLINE_AXIS_VALUES}
+
+
+def axis_digest(values: np.ndarray) -> str:
+    """SHA-256 of the axis values' bytes (C order, this machine's byte order)."""
+    return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+
+
+def describe_axis(values: np.ndarray) -> list | dict:
+    """An axis in a sweep's configuration: its values as a list (an exact float round trip
+    through JSON), or for more than ``INLINE_AXIS_VALUES`` of them ``{"size", "dtype", "first",
+    "last", "sha256"}``: the values of a zipped group of a million random initializations would
+    make 60 MB of JSON, written and hashed on every call. Such values are kept as the Dataset's
+    coordinates, and in a store as arrays of their own (:func:`grid_from_config` reads them back)."""
+    if values.size <= INLINE_AXIS_VALUES:
+        return values.tolist()
+    return {"size": int(values.size), "dtype": str(values.dtype), "first": values[0].item(),
+            "last": values[-1].item(), "sha256": axis_digest(values)}
+
+
+def grid_from_config(dims: list, stored: Callable[[str], np.ndarray]) -> Grid:
+    """The :class:`Grid` a configuration's ``grid`` entry describes (:meth:`Grid.as_config`); an
+    axis recorded by digest is read with ``stored(name)`` and must match its size and digest."""
+    out = []
+    for dim, axes in dims:
+        values = {}
+        for name, described in axes.items():
+            if isinstance(described, dict):
+                arr = np.asarray(stored(name))
+                if arr.size != described["size"] or axis_digest(arr) != described["sha256"]:
+                    raise InputError(f"axis {name!r}: the stored values do not match the configuration's "
+                                     f"digest (size {arr.size}, expected {described['size']}): the store is damaged")
+                values[name] = _axis_values(name, arr)
+            else:
+                values[name] = _axis_values(name, described)
+        out.append((dim, values))
+    return Grid(tuple(out))
 
 
 def make_grid(axes: Mapping[str, Any], allowed: tuple[str, ...] | None = None) -> Grid:

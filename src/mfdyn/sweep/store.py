@@ -24,6 +24,7 @@ from .classify import UNFINISHED, decode
 from .grid import Grid
 
 STORE_FORMAT = 1
+AXIS_VALUES = "axis_values_{}"  # a long axis's values (recorded by digest in the configuration)
 
 # name -> (dtype, extra dims after "point", value for points not computed)
 def variable_layout(num_coordinates: int, keep_orbit: int) -> dict[str, tuple[Any, tuple[tuple[str, int], ...], Any]]:
@@ -87,11 +88,17 @@ def read_attrs(path: Path) -> dict:
     return attrs
 
 
-def _first_difference(stored: dict, wanted: dict, prefix: str = "") -> str:
-    for key in sorted(set(stored) | set(wanted)):
+def _first_difference(stored: dict | list, wanted: dict | list, prefix: str = "") -> str:
+    """The first key (dotted path; list entries by index) whose values differ, with both values."""
+    if isinstance(stored, list):  # (of equal lengths)
+        keys, stored, wanted = range(len(stored)), dict(enumerate(stored)), dict(enumerate(wanted))
+    else:
+        keys = sorted(set(stored) | set(wanted))
+    for key in keys:
         a, b = stored.get(key, "<missing>"), wanted.get(key, "<missing>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            found = _first_difference(a, b, prefix + key + ".")
+        nested = isinstance(a, dict) and isinstance(b, dict) or isinstance(a, list) and isinstance(b, list) and len(a) == len(b)
+        if nested:
+            found = _first_difference(a, b, f"{prefix}{key}.")
             if found:
                 return found
         elif a != b:
@@ -100,8 +107,11 @@ def _first_difference(stored: dict, wanted: dict, prefix: str = "") -> str:
     return ""
 
 
-def open_or_create(path: Any, config: dict, fingerprint: str, size: int, chunk: int, layout: dict) -> tuple[Path, int, np.ndarray]:
+def open_or_create(path: Any, config: dict, fingerprint: str, size: int, chunk: int, layout: dict,
+                   long_axes: dict[str, np.ndarray] | None = None) -> tuple[Path, int, np.ndarray]:
     """Open a matching store (resume) or create a new one; returns ``(path, chunk, chunk_done)``.
+    A new store keeps the values of ``long_axes`` (those the configuration records by digest,
+    :func:`mfdyn.sweep.grid.describe_axis`) as arrays of their own (:func:`read_axis`).
 
     A store made by a different configuration is refused (InputError naming the first differing
     key); nothing in it is touched. ``chunk`` of an existing store wins over the requested one (the
@@ -131,6 +141,8 @@ def open_or_create(path: Any, config: dict, fingerprint: str, size: int, chunk: 
             data_vars[name] = (("point", *(d for d, _ in extra)),
                                da.zeros(shape, dtype=dtype, chunks=(chunk, *(n for _, n in extra))))
         data_vars["chunk_done"] = (("chunk",), da.zeros(n_chunks, dtype=np.int8, chunks=1))
+        for name, values in (long_axes or {}).items():  # (written now: they are not dask arrays)
+            data_vars[AXIS_VALUES.format(name)] = ((AXIS_VALUES.format(name),), values)
         attrs = {"mfdyn_store_format": STORE_FORMAT, "mfdyn_fingerprint": fingerprint, "mfdyn_chunk": chunk,
                  "mfdyn_config": json.dumps(config), "mfdyn_version": config["mfdyn_version"]}
         xr.Dataset(data_vars, attrs=attrs).to_zarr(tmp / "store.zarr", compute=False, mode="w", consolidated=False)
@@ -140,6 +152,14 @@ def open_or_create(path: Any, config: dict, fingerprint: str, size: int, chunk: 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path, chunk, np.zeros(-(-size // chunk), dtype=np.int8)
+
+
+def read_axis(path: Path, name: str) -> np.ndarray:
+    """The values of axis ``name`` kept in the store (a long axis, :func:`open_or_create`)."""
+    with xr.open_zarr(path, consolidated=False, mask_and_scale=False) as ds:
+        if AXIS_VALUES.format(name) not in ds:
+            raise InputError(f"store {str(path)!r} lacks the values of axis {name!r}: the store is damaged")
+        return np.asarray(ds[AXIS_VALUES.format(name)].values)
 
 
 def read_chunk_done(path: Path) -> np.ndarray:
