@@ -6,6 +6,7 @@ periodicity tests; ``classify`` for the outcome labels; ``store`` for the resuma
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -387,7 +388,8 @@ def _run(plan: Plan, store: Any, scheduler: Any, workers: int | None, progress: 
     flat = st.empty_results(grid.size, plan.layout, fill=False) if path is None else None
     if flat is not None:
         flat["outcome"] = np.empty(grid.size, dtype=LABELS.dtype)
-    with SweepProgress(len(ranges), plan.config["steps"], progress) as bar:
+    writer = st.ChunkWriter(path, plan.layout) if path is not None else contextlib.nullcontext()
+    with SweepProgress(len(ranges), plan.config["steps"], progress) as bar, writer:
         bar.set_total(grid.size)
         for i in range(len(ranges)):
             if done[i]:
@@ -395,7 +397,7 @@ def _run(plan: Plan, store: Any, scheduler: Any, workers: int | None, progress: 
         for idx, result in runner:
             start, stop = ranges[idx]
             if path is not None:
-                st.write_chunk(path, idx, start, stop, result, plan.layout)
+                writer.write(idx, start, stop, result)
             else:  # (outcome labels decoded chunk by chunk, while the workers run)
                 for name in plan.layout:
                     if name == "outcome":
