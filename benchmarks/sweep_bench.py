@@ -233,6 +233,7 @@ def bench_scalar(n_total: int, steps: int) -> dict:
     mfdyn.sweep(problem, {k: v[:4] for k, v in slow.items()}, steps, **kw_slow)
     t_slow, ds_slow = timed(lambda: mfdyn.sweep(problem, slow, steps, **kw_slow), repeat=2)
     t_slow_proc, _ = timed(lambda: mfdyn.sweep(problem, slow, steps, **dict(kw_slow, scheduler="processes")), repeat=2)
+    store = bench_store_and_zipped(problem, axes, (eta, a, b), steps, kw, ds)
     counts = {str(k): int(c) for k, c in zip(*np.unique(ds.outcome.values, return_counts=True))}
     counts_slow = {str(k): int(c) for k, c in zip(*np.unique(ds_slow.outcome.values, return_counts=True))}
     ts = n * steps
@@ -253,7 +254,7 @@ def bench_scalar(n_total: int, steps: int) -> dict:
             "fused_vs_numpy_bitwise_agreement": fused_agree,
             "executed_fraction": executed / ts, "executed_traj_steps_per_s": executed / t_sweep,
             "no_settling_sweep_s": t_slow, "no_settling_time_ratio_vs_fused": t_slow / t_nb,
-            "no_settling_outcomes": counts_slow,
+            "no_settling_outcomes": counts_slow, **store,
             "note": "sweep = full engine incl. exact convergence/divergence steps, periodicity, sharpness and "
                     "result assembly; traj-steps/s are nominal (trajectories x steps): the engine stops a "
                     "trajectory once it settled, which the baselines do not. NumPy loops run single-threaded "
@@ -261,6 +262,27 @@ def bench_scalar(n_total: int, steps: int) -> dict:
                     "tol = 1e-300, so every trajectory runs all steps (pure kernel speed). 'processes': "
                     "scheduler='processes', one pinned worker process per core, started once per session "
                     "(processes_start_and_compile_s: the first, 4-point sweep, incl. the workers' compilation)."}
+
+
+def bench_store_and_zipped(problem, axes, pts, steps, kw, ds) -> dict:
+    """The same sweep written into a new Zarr store (``store=``; best of 2, each into a new
+    store), and the same points in a random order as one zipped dimension (``mfdyn.zipped``: no
+    structure for the tiles to exploit; best of 2); both checked against ``ds``, the grid sweep."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = iter(Path(tmp) / f"s{i}.zarr" for i in range(2))
+        t_store, ds_store = timed(lambda: mfdyn.sweep(problem, axes, steps, store=next(paths), **kw), repeat=2)
+        t_open, ds_opened = timed(lambda: mfdyn.open_sweep(Path(tmp) / "s0.zarr"), repeat=2)
+        store_mb = sum(f.stat().st_size for f in (Path(tmp) / "s0.zarr").rglob("*") if f.is_file()) / 1e6
+    order = np.random.default_rng(0).permutation(pts[0].size)
+    shuffled = {"point": mfdyn.zipped(eta=pts[0][order], a=pts[1][order], b=pts[2][order])}
+    mfdyn.sweep(problem, {"point": mfdyn.zipped(eta=pts[0][:4], a=pts[1][:4], b=pts[2][:4])}, steps, **kw)
+    t_zip, ds_zip = timed(lambda: mfdyn.sweep(problem, shuffled, steps, **kw), repeat=2)
+    flat = {name: ds[name].values.reshape(pts[0].size, *ds[name].shape[3:])[order] for name in ds.data_vars}
+    zip_identical = all(np.array_equal(flat[name], ds_zip[name].values, equal_nan=ds_zip[name].dtype.kind == "f")
+                        for name in ds.data_vars)
+    return {"store_sweep_s": t_store, "store_identical": bool(ds.identical(ds_store) and ds.identical(ds_opened)),
+            "store_open_s": t_open, "store_megabytes": store_mb,
+            "zipped_shuffled_sweep_s": t_zip, "zipped_shuffled_identical": bool(zip_identical)}
 
 
 def engine_rounds(n_total: int, steps: int, rounds: int = ROUNDS) -> dict:
@@ -421,6 +443,12 @@ def table(s: dict, plain: dict, dp: dict, c: dict, scale: float) -> str:
         f"| no trajectory settles (eta in [1e-4, 2e-4], tol 1e-300) | {n} traj x {T} steps | "
         f"{s['no_settling_sweep_s']:.2f} s = {s['no_settling_time_ratio_vs_fused']:.2f}x the fused reference "
         f"(processes: {s['no_settling_processes_s']:.2f} s) | |",
+        f"| the same sweep into a new Zarr store (`store=`) | same | {s['store_sweep_s']:.2f} s "
+        f"({s['store_megabytes']:.0f} MB; `open_sweep` {s['store_open_s']:.2f} s; results identical: "
+        f"{'yes' if s['store_identical'] else 'NO'}) | |",
+        f"| the same points in a random order, one `zipped` dimension | {n} traj x {T} steps | "
+        f"{s['zipped_shuffled_sweep_s']:.2f} s (results identical, point by point: "
+        f"{'yes' if s['zipped_shuffled_identical'] else 'NO'}) | |",
         f"| deep L=4, d=8 | {dp['seeds']} seeds x {dp['steps']} steps | {dp['traj_steps_per_s']:.3g} traj-steps/s, "
         f"{dp['gflops']:.2f} GFLOP/s | |",
         f"| batched 8x8 matmul, measured (XLA / NumPy) | 65536 x (8x8 @ 8x8) | "
