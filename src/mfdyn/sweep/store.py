@@ -174,9 +174,9 @@ class ChunkWriter:
     puts each variable's rows ``[start, stop)`` (whole Zarr chunks of its own array) and then
     marks ``chunk_done[index] = 1``.
 
-    The store's arrays are opened once, and a chunk's variables are written at once, on a few
-    threads (Zarr compresses and writes each array's chunk on its own event loop, so the writes of
-    several arrays overlap). Per 32,768-point chunk of the scalar benchmark (9 variables, 2 MB):
+    The store's arrays are opened once, and a chunk's variables are written at once, from a few
+    threads (each call hands its array's chunk to Zarr's event loop, which compresses on worker
+    threads, so the writes of several arrays overlap). Per 32,768-point chunk of the scalar benchmark (9 variables, 2 MB):
     19-25 ms of CPU, against 52-59 ms for the same region written by
     ``xarray.Dataset.to_zarr(region=...)`` (which opens the store and writes its variables one after
     the other on every call, and the done flag in a second call). The writes then took 2.2 s of a
