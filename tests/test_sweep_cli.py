@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import matplotlib
@@ -10,6 +11,8 @@ import pytest
 
 import mfdyn
 from mfdyn.cli import main
+
+OUTCOMES = importlib.import_module("mfdyn.sweep.classify").OUTCOMES
 
 CONFIG = """
 [problem]
@@ -81,4 +84,32 @@ def test_plot_functions_and_errors():
         mfdyn.plot.heatmap(flat, "final_loss", "eta", "sigma")
     with pytest.raises(mfdyn.InputError, match="numeric"):
         mfdyn.plot.heatmap(flat, "outcome", "eta", "a")
+    matplotlib.pyplot.close("all")
+
+
+def test_plots_of_zipped_points_are_scatters():
+    """x and y zipped (e.g. random initial points): one marker per point, coloured by its outcome
+    (the index in OUTCOMES) or its value; the periods annotated at their points."""
+    rng = np.random.default_rng(5)
+    a, b = rng.uniform(0.2, 2.5, 40), rng.uniform(0.2, 2.5, 40)
+    ds = mfdyn.sweep(mfdyn.ScalarFactorization(1.0), {"eta": [0.4, 1.1], "init": mfdyn.zipped(a=a, b=b)}, 200,
+                     chunk=8, progress=False)
+    flat = ds.isel(eta=1)
+    fig = mfdyn.plot.phase_diagram(flat, "a", "b", overlays={"ab = 1": lambda x: 1 / x})
+    assert fig.axes[0].get_ylim()[1] < b.max() + 0.1  # (framed on the points, not on the overlay's 1/a)
+    dots = fig.axes[0].collections[0]
+    np.testing.assert_array_equal(dots.get_offsets(), np.column_stack([a, b]))
+    labels = flat.outcome.values
+    np.testing.assert_array_equal(dots.get_array(), [OUTCOMES.index(o) for o in labels])
+    periodic = np.nonzero(flat.period.values)[0]
+    assert periodic.size  # (eta = 1.1 has period-2 orbits)
+    texts = {(t.get_position(), t.get_text()) for t in fig.axes[0].texts}
+    assert texts == {((a[k], b[k]), str(flat.period.values[k])) for k in periodic}
+    fig = mfdyn.plot.heatmap(flat, "final_loss", "a", "b", log=True)
+    dots = fig.axes[0].collections[0]
+    with np.errstate(divide="ignore"):
+        expected = np.log10(np.abs(flat.final_loss.values))
+    np.testing.assert_array_equal(np.asarray(dots.get_array()), np.where(np.isfinite(expected), expected, np.nan))
+    with pytest.raises(mfdyn.InputError, match="reduce the other dimensions"):
+        mfdyn.plot.phase_diagram(ds, "a", "b")
     matplotlib.pyplot.close("all")

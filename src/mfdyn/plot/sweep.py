@@ -2,7 +2,9 @@
 
 All three take the Dataset returned by :func:`mfdyn.sweep` / :func:`mfdyn.open_sweep`; dimensions
 other than the plotted ones must be reduced first (``ds.sel(...)`` / ``ds.isel(...)``), except in
-:func:`bifurcation`, which plots every remaining point.
+:func:`bifurcation`, which plots every remaining point. Where ``x`` and ``y`` vary together along one
+zipped dimension (:func:`mfdyn.zipped`, e.g. random initial points), the phase diagram and the heatmap
+draw one marker per point instead of grid cells.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ..sweep.classify import OUTCOMES
 
 OUTCOME_COLORS = {"unfinished": "#bdbdbd", "converged": "#2c7bb6", "periodic": "#fdae61",
                   "bounded": "#d7191c", "diverged": "#1a1a1a"}
+OVERLAY_COLOR_ON_POINTS = "#e7298a"
 
 
 def _coord(ds: xr.Dataset, name: str) -> tuple[str, np.ndarray]:
@@ -29,18 +32,46 @@ def _coord(ds: xr.Dataset, name: str) -> tuple[str, np.ndarray]:
 
 
 def _plane(ds: xr.Dataset, var: str, x: str, y: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``var`` over the ``(y, x)`` plane, as ``(xs, ys, values[ny, nx])``."""
+    """``var`` over the ``(y, x)`` plane, as ``(xs, ys, values[ny, nx])``; or, where ``x`` and ``y``
+    are axes of one zipped dimension, ``(xs, ys, values)`` all along that dimension (scattered points)."""
     if var not in ds:
         raise InputError(f"{var!r} is not a variable of this sweep; variables: {', '.join(map(str, ds.data_vars))}")
     xdim, xs = _coord(ds, x)
     ydim, ys = _coord(ds, y)
-    if xdim == ydim:
-        raise InputError(f"x={x!r} and y={y!r} vary together (zipped); choose axes of two dimensions")
     da = ds[var]
     extra = [d for d in da.dims if d not in (xdim, ydim)]
     if extra:
         raise InputError(f"reduce the other dimensions first, e.g. ds.isel({extra[0]}=0); left: {', '.join(extra)}")
+    if xdim == ydim:
+        return xs, ys, da.values
     return xs, ys, da.transpose(ydim, xdim).values
+
+
+def _outcome_codes(labels: np.ndarray) -> np.ndarray:
+    """Outcome labels as their indices in ``OUTCOMES``."""
+    codes = np.full(labels.shape, -1, dtype=np.int8)
+    for code, outcome in enumerate(OUTCOMES):
+        codes[labels == outcome] = code
+    return codes
+
+
+def _marker_size(n: int) -> float:
+    """Scatter marker area (points^2) for ``n`` points: about the default axes' area (some 60,000
+    points^2) shared among them, between 0.5 and 36."""
+    return float(np.clip(60000.0 / max(n, 1), 0.5, 36.0))
+
+
+def _frame(ax: Any, xs: np.ndarray, ys: np.ndarray, scattered: bool) -> None:
+    """Axis limits on the data (the cells' edges, or the points with a 2% margin), whatever the overlays."""
+    if not scattered:
+        xe, ye = _edges(xs), _edges(ys)
+        ax.set_xlim(xe[0], xe[-1])
+        ax.set_ylim(ye[0], ye[-1])
+        return
+    for setter, v in ((ax.set_xlim, xs), (ax.set_ylim, ys)):
+        lo, hi = float(np.min(v)), float(np.max(v))
+        pad = 0.02 * (hi - lo) or 0.5
+        setter(lo - pad, hi + pad)
 
 
 def _edges(v: np.ndarray) -> np.ndarray:
@@ -60,20 +91,28 @@ def phase_diagram(ds: xr.Dataset, x: str = "eta", y: str = "a", *, ax: Any = Non
     Returns the matplotlib figure.
     """
     xs, ys, labels = _plane(ds, "outcome", x, y)
-    codes = np.vectorize(OUTCOMES.index)(labels.astype(str))
+    codes = _outcome_codes(labels)
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 4.5))
     cmap = ListedColormap([OUTCOME_COLORS[o] for o in OUTCOMES])
-    ax.pcolormesh(_edges(xs), _edges(ys), codes, cmap=cmap, vmin=-0.5, vmax=len(OUTCOMES) - 0.5, shading="flat")
-    if annotate_period and "period" in ds and xs.size <= 40 and ys.size <= 40:
+    scattered = codes.ndim == 1
+    if scattered:  # (x and y zipped: one marker per point)
+        ax.scatter(xs, ys, c=codes, cmap=cmap, vmin=-0.5, vmax=len(OUTCOMES) - 0.5, s=_marker_size(codes.size),
+                   linewidths=0)
+    else:
+        ax.pcolormesh(_edges(xs), _edges(ys), codes, cmap=cmap, vmin=-0.5, vmax=len(OUTCOMES) - 0.5, shading="flat")
+    if annotate_period and "period" in ds and (codes.size <= 400 if scattered else xs.size <= 40 and ys.size <= 40):
         _, _, periods = _plane(ds, "period", x, y)
-        for i, j in zip(*np.nonzero(periods)):
-            ax.text(xs[j], ys[i], str(periods[i, j]), ha="center", va="center", fontsize=7)
+        for index in zip(*np.nonzero(periods)):
+            i, j = (index[0], index[0]) if scattered else index
+            ax.text(xs[j], ys[i], str(periods[index]), ha="center", va="center", fontsize=7)
+    line = OVERLAY_COLOR_ON_POINTS if scattered else "w"  # (white shows on cells, not between points)
     for label, value in (overlays or {}).items():
         if callable(value):
             grid = np.linspace(xs.min(), xs.max(), 400)
-            ax.plot(grid, value(grid), "w--", lw=1.2, label=label)
+            ax.plot(grid, value(grid), color=line, ls="--", lw=1.2, label=label)
         else:
-            ax.axvline(float(value), color="w", ls="--", lw=1.2, label=label)
+            ax.axvline(float(value), color=line, ls="--", lw=1.2, label=label)
+    _frame(ax, xs, ys, scattered)
     present = [o for o in OUTCOMES if (labels == o).any()]
     handles = [Patch(color=OUTCOME_COLORS[o], label=o) for o in present]
     ax.legend(handles=handles + ax.get_legend_handles_labels()[0], fontsize=7, loc="best", framealpha=0.8)
@@ -128,7 +167,11 @@ def heatmap(ds: xr.Dataset, var: str, x: str = "eta", y: str = "a", *, ax: Any =
             vals = np.log10(np.abs(vals))
         vals[~np.isfinite(vals)] = np.nan
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 4.5))
-    mesh = ax.pcolormesh(_edges(xs), _edges(ys), vals, cmap=cmap, shading="flat")
+    if vals.ndim == 1:  # (x and y zipped: one marker per point)
+        mesh = ax.scatter(xs, ys, c=vals, cmap=cmap, s=_marker_size(vals.size), linewidths=0, plotnonfinite=True)
+    else:
+        mesh = ax.pcolormesh(_edges(xs), _edges(ys), vals, cmap=cmap, shading="flat")
+    _frame(ax, xs, ys, vals.ndim == 1)
     fig.colorbar(mesh, ax=ax, label=f"log10 |{var}|" if log else var)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
