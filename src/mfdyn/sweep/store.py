@@ -176,11 +176,11 @@ class ChunkWriter:
 
     The store's arrays are opened once, and a chunk's variables are written at once, from a few
     threads (each call hands its array's chunk to Zarr's event loop, which compresses on worker
-    threads, so the writes of several arrays overlap). Per 32,768-point chunk of the scalar benchmark (9 variables, 2 MB):
-    19-25 ms of CPU, against 52-59 ms for the same region written by
-    ``xarray.Dataset.to_zarr(region=...)`` (which opens the store and writes its variables one after
-    the other on every call, and the done flag in a second call). The writes then took 2.2 s of a
-    1e6-point sweep that computes in 0.2 s."""
+    threads, so the writes of several arrays overlap). Per 32,768-point chunk of the scalar
+    benchmark (9 variables, 2 MB): 24-26 ms of CPU (19-21 ms of wall time), against 52-59 ms for
+    the same region written by ``xarray.Dataset.to_zarr(region=...)`` (which opens the store and
+    writes its variables one after the other on every call, and the done flag in a second call).
+    The writes then took 2.2 s of a 1e6-point sweep that computes in 0.2 s."""
 
     def __init__(self, path: Path, layout: dict):
         import zarr
