@@ -61,6 +61,14 @@ def test_cli_sweep_store_and_plots(tmp_path, capsys):
     ("[problem]\nfamily = 'scalar'\n[axes]\neta=[0.1]\na=[1]\nb=[1]\n[run]\nsteps=0", "steps must be >= 1"),
     ("[problem]\nfamily = 'scalar'\ntarget = 'x'\n[axes]\neta=[0.1]\n[run]\nsteps=5", "problem: target"),
     ("[problem\n", "not valid TOML"),
+    ("[problem]\nfamily = 'scalar'\n[axes]\neta={start=0, stop=1, num=3, log=true}\n[run]\nsteps=5",
+     "axes.eta: log spacing needs start > 0"),
+    ("[problem]\nfamily = 'scalar'\n[axes]\neta=[0.1]\n[zipped.init]\na={uniform=[3, 1], num=4}\n[run]\nsteps=5",
+     "zipped.init.a.uniform must be [low, high] with low < high"),
+    ("[problem]\nfamily = 'scalar'\n[axes]\neta=[0.1]\n[zipped.init]\na={uniform=[1, 3]}\n[run]\nsteps=5",
+     "zipped.init.a must be a list or {uniform = [low, high], num, seed}; missing num"),
+    ("[problem]\nfamily = 'scalar'\n[axes]\neta=[0.1]\n[zipped.init]\na={uniform=[1, 3], num=4, seed=-2}\n[run]\nsteps=5",
+     "zipped.init.a.seed must be a non-negative integer"),
 ])
 def test_cli_config_errors_name_the_key(tmp_path, capsys, text, fragment):
     cfg = tmp_path / "bad.toml"
@@ -68,6 +76,27 @@ def test_cli_config_errors_name_the_key(tmp_path, capsys, text, fragment):
     assert main(["sweep", str(cfg), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and fragment in err
+
+
+def test_config_random_and_log_spaced_axes(tmp_path):
+    """``{uniform = [low, high], num, seed}`` draws from NumPy's generator seeded with the seed and
+    the CRC-32 of the axis's key (a and b independent, the same config the same values);
+    ``{start, stop, num, log = true}`` is np.geomspace."""
+    import zlib
+
+    from mfdyn.cli.sweep import load_config
+
+    cfg = tmp_path / "random.toml"
+    cfg.write_text("[problem]\nfamily = 'scalar'\n[axes]\neta = {start = 0.01, stop = 1.0, num = 3, log = true}\n"
+                   "[zipped.init]\na = {uniform = [0.1, 3.0], num = 50, seed = 7}\n"
+                   "b = {uniform = [0.1, 3.0], num = 50, seed = 7}\n[run]\nsteps = 100\n")
+    axes = load_config(cfg)["axes"]
+    np.testing.assert_array_equal(axes["eta"], np.geomspace(0.01, 1.0, 3))
+    a, b = axes["init"].axes["a"], axes["init"].axes["b"]
+    np.testing.assert_array_equal(a, np.random.default_rng([7, zlib.crc32(b"zipped.init.a")]).uniform(0.1, 3.0, 50))
+    assert a.min() >= 0.1 and a.max() < 3.0 and b.min() >= 0.1 and b.max() < 3.0
+    assert abs(np.corrcoef(a, b)[0, 1]) < 0.5 and not np.array_equal(a, b)
+    np.testing.assert_array_equal(load_config(cfg)["axes"]["init"].axes["b"], b)  # (reproducible)
 
 
 def test_plot_functions_and_errors():

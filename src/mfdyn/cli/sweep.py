@@ -10,7 +10,11 @@ Config (TOML)::
     eta = {start = 0.1, stop = 2.0, num = 50}   # linspace, or a list of values
     a = [0.5, 1.0, 1.5]
     b = {start = 0.5, stop = 1.5, num = 3}
+    # also {start, stop, num, log = true} (geometric spacing, start and stop > 0)
     [zipped.diag]                # optional: axes varying together along one dimension "diag"
+    [zipped.init]                # e.g. random initial points, uniform in [low, high):
+    a = {uniform = [0.1, 3.0], num = 10000, seed = 0}   # (the draws depend on the seed and the
+    b = {uniform = [0.1, 3.0], num = 10000, seed = 0}   #  axis's key: a and b are independent)
     [run]
     steps = 1000                 # also: tol, max_period, keep_orbit, chunk, check_every,
                                  # init_kind, sharpness, workers
@@ -22,6 +26,7 @@ import json
 import sys
 import time
 import tomllib
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -41,23 +46,59 @@ RUN_KEYS = {"steps": int, "tol": float, "max_period": int, "keep_orbit": int, "c
 
 
 def _axis(key: str, spec: Any) -> np.ndarray:
+    """The values of the axis ``key`` (``axes.eta``, ``zipped.init.a``): a number, a list of numbers,
+    ``{start, stop, num[, log]}`` or ``{uniform = [low, high], num[, seed]}``."""
     if isinstance(spec, dict):
-        unknown = set(spec) - {"start", "stop", "num"}
-        missing = {"start", "stop", "num"} - set(spec)
-        if unknown or missing:
-            raise InputError(f"{key} must be a list or {{start, stop, num}}; "
-                             f"{'unknown keys ' + ', '.join(sorted(unknown)) if unknown else 'missing ' + ', '.join(sorted(missing))}")
-        if not isinstance(spec["num"], int) or isinstance(spec["num"], bool) or spec["num"] < 1:
-            raise InputError(f"{key}.num must be a positive integer, got {spec['num']!r}")
-        try:
-            return np.linspace(float(spec["start"]), float(spec["stop"]), spec["num"])
-        except (TypeError, ValueError):
-            raise InputError(f"{key}.start and {key}.stop must be numbers, got {spec['start']!r}, {spec['stop']!r}") from None
-    if isinstance(spec, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in spec):
+        return _uniform_axis(key, spec) if "uniform" in spec else _spaced_axis(key, spec)
+    if isinstance(spec, list) and all(_is_number(x) for x in spec):
         return np.asarray(spec, dtype=float)
-    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+    if _is_number(spec):
         return np.asarray([spec], dtype=float)
-    raise InputError(f"{key} must be a list of numbers or {{start, stop, num}}, got {spec!r}")
+    raise InputError(f"{key} must be a list of numbers, {{start, stop, num}} or {{uniform, num}}, got {spec!r}")
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _table_keys(key: str, spec: dict, required: set[str], optional: set[str], form: str) -> None:
+    unknown, missing = set(spec) - required - optional, required - set(spec)
+    if unknown or missing:
+        raise InputError(f"{key} must be a list or {form}; "
+                         f"{'unknown keys ' + ', '.join(sorted(unknown)) if unknown else 'missing ' + ', '.join(sorted(missing))}")
+    if not isinstance(spec["num"], int) or isinstance(spec["num"], bool) or spec["num"] < 1:
+        raise InputError(f"{key}.num must be a positive integer, got {spec['num']!r}")
+
+
+def _spaced_axis(key: str, spec: dict) -> np.ndarray:
+    """``num`` values from ``start`` to ``stop``, evenly spaced (``np.linspace``) or, with
+    ``log = true``, geometrically (``np.geomspace``)."""
+    _table_keys(key, spec, {"start", "stop", "num"}, {"log"}, "{start, stop, num}")
+    if not (_is_number(spec["start"]) and _is_number(spec["stop"])):
+        raise InputError(f"{key}.start and {key}.stop must be numbers, got {spec['start']!r}, {spec['stop']!r}")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise InputError(f"{key}.log must be true or false, got {log!r}")
+    start, stop = float(spec["start"]), float(spec["stop"])
+    if log and not (start > 0 and stop > 0):
+        raise InputError(f"{key}: log spacing needs start > 0 and stop > 0, got {start!r}, {stop!r}")
+    return (np.geomspace if log else np.linspace)(start, stop, spec["num"])
+
+
+def _uniform_axis(key: str, spec: dict) -> np.ndarray:
+    """``num`` draws, uniform in ``[low, high)``: NumPy's ``default_rng`` seeded with ``seed``
+    (default 0) and the CRC-32 of ``key``, so that axes drawn with the same seed (``a`` and ``b`` of
+    random initial points) are independent, and the same config draws the same values."""
+    _table_keys(key, spec, {"uniform", "num"}, {"seed"}, "{uniform = [low, high], num, seed}")
+    bounds = spec["uniform"]
+    if not (isinstance(bounds, list) and len(bounds) == 2 and all(_is_number(x) for x in bounds)
+            and np.all(np.isfinite(bounds)) and bounds[0] < bounds[1]):
+        raise InputError(f"{key}.uniform must be [low, high] with low < high, got {bounds!r}")
+    seed = spec.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise InputError(f"{key}.seed must be a non-negative integer, got {seed!r}")
+    rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+    return rng.uniform(float(bounds[0]), float(bounds[1]), spec["num"])
 
 
 def load_config(path: Path) -> dict:
