@@ -107,6 +107,8 @@ def test_plot_functions_and_errors():
     assert isinstance(fig, matplotlib.figure.Figure)
     mfdyn.plot.bifurcation(ds, "eta", value=lambda o: o[..., 0] * o[..., 1])
     mfdyn.plot.heatmap(flat, "steps_to_converge", "eta", "a")
+    left, right = mfdyn.plot.phase_diagram(flat.isel(eta=slice(None, None, -1)), "eta", "a").axes[0].get_xlim()
+    assert (left, right) == pytest.approx((0.5 - 0.08, 1.3 + 0.08), abs=1e-12)  # (the cells' edges, ascending for a descending axis)
     with pytest.raises(mfdyn.InputError, match="reduce the other dimensions"):
         mfdyn.plot.phase_diagram(ds, "eta", "a")
     with pytest.raises(mfdyn.InputError, match="not an axis"):

@@ -63,12 +63,11 @@ def _marker_size(n: int) -> float:
 
 def _frame(ax: Any, xs: np.ndarray, ys: np.ndarray, scattered: bool) -> None:
     """Axis limits on the data (the cells' edges, or the points with a 2% margin), whatever the overlays."""
-    if not scattered:
-        xe, ye = _edges(xs), _edges(ys)
-        ax.set_xlim(xe[0], xe[-1])
-        ax.set_ylim(ye[0], ye[-1])
-        return
     for setter, v in ((ax.set_xlim, xs), (ax.set_ylim, ys)):
+        if not scattered:
+            edges = _edges(v)
+            setter(float(np.min(edges)), float(np.max(edges)))  # (ascending, whatever the axis order)
+            continue
         lo, hi = float(np.min(v)), float(np.max(v))
         pad = 0.02 * (hi - lo) or 0.5
         setter(lo - pad, hi + pad)
