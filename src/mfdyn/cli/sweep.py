@@ -61,7 +61,8 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _table_keys(key: str, spec: dict, required: set[str], optional: set[str], form: str) -> None:
+def _check_table(key: str, spec: dict, required: set[str], optional: set[str], form: str) -> None:
+    """The table ``key`` has the ``required`` keys, no others than ``optional``, and a positive integer ``num``."""
     unknown, missing = set(spec) - required - optional, required - set(spec)
     if unknown or missing:
         raise InputError(f"{key} must be a list or {form}; "
@@ -73,7 +74,7 @@ def _table_keys(key: str, spec: dict, required: set[str], optional: set[str], fo
 def _spaced_axis(key: str, spec: dict) -> np.ndarray:
     """``num`` values from ``start`` to ``stop``, evenly spaced (``np.linspace``) or, with
     ``log = true``, geometrically (``np.geomspace``)."""
-    _table_keys(key, spec, {"start", "stop", "num"}, {"log"}, "{start, stop, num}")
+    _check_table(key, spec, {"start", "stop", "num"}, {"log"}, "{start, stop, num}")
     if not (_is_number(spec["start"]) and _is_number(spec["stop"])):
         raise InputError(f"{key}.start and {key}.stop must be numbers, got {spec['start']!r}, {spec['stop']!r}")
     log = spec.get("log", False)
@@ -89,7 +90,7 @@ def _uniform_axis(key: str, spec: dict) -> np.ndarray:
     """``num`` draws, uniform in ``[low, high)``: NumPy's ``default_rng`` seeded with ``seed``
     (default 0) and the CRC-32 of ``key``, so that axes drawn with the same seed (``a`` and ``b`` of
     random initial points) are independent, and the same config draws the same values."""
-    _table_keys(key, spec, {"uniform", "num"}, {"seed"}, "{uniform = [low, high], num, seed}")
+    _check_table(key, spec, {"uniform", "num"}, {"seed"}, "{uniform = [low, high], num, seed}")
     bounds = spec["uniform"]
     if not (isinstance(bounds, list) and len(bounds) == 2 and all(_is_number(x) for x in bounds)
             and np.all(np.isfinite(bounds)) and bounds[0] < bounds[1]):

@@ -158,10 +158,12 @@ def open_or_create(path: Any, config: dict, fingerprint: str, size: int, chunk: 
 
 def read_axis(path: Path, name: str) -> np.ndarray:
     """The values of axis ``name`` kept in the store (a long axis, :func:`open_or_create`)."""
-    with xr.open_zarr(path, consolidated=False, mask_and_scale=False) as ds:
-        if AXIS_VALUES.format(name) not in ds:
-            raise InputError(f"store {str(path)!r} lacks the values of axis {name!r}: the store is damaged")
-        return np.asarray(ds[AXIS_VALUES.format(name)].values)
+    import zarr
+
+    group = zarr.open_group(path, mode="r")
+    if AXIS_VALUES.format(name) not in group:
+        raise InputError(f"store {str(path)!r} lacks the values of axis {name!r}: the store is damaged")
+    return np.asarray(group[AXIS_VALUES.format(name)][...])
 
 
 def read_chunk_done(path: Path) -> np.ndarray:
