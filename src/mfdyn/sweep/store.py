@@ -27,6 +27,7 @@ from .grid import Grid
 
 STORE_FORMAT = 1
 AXIS_VALUES = "axis_values_{}"  # a long axis's values (recorded by digest in the configuration)
+IO_THREADS = 4  # threads handing arrays to Zarr at once (ChunkWriter, read_flat)
 
 # name -> (dtype, extra dims after "point", value for points not computed)
 def variable_layout(num_coordinates: int, keep_orbit: int) -> dict[str, tuple[Any, tuple[tuple[str, int], ...], Any]]:
@@ -167,8 +168,9 @@ def read_axis(path: Path, name: str) -> np.ndarray:
 
 
 def read_chunk_done(path: Path) -> np.ndarray:
-    with xr.open_zarr(path, consolidated=False, mask_and_scale=False) as ds:
-        return np.asarray(ds["chunk_done"].values, dtype=np.int8)
+    import zarr
+
+    return np.asarray(zarr.open_group(path, mode="r")["chunk_done"][...], dtype=np.int8)
 
 
 class ChunkWriter:
@@ -190,7 +192,7 @@ class ChunkWriter:
         group = zarr.open_group(path, mode="r+")
         self._arrays = {name: group[name] for name in layout}
         self._done = group["chunk_done"]
-        self._pool = ThreadPoolExecutor(max_workers=min(4, len(layout)), thread_name_prefix="mfdyn-store")
+        self._pool = ThreadPoolExecutor(max_workers=min(IO_THREADS, len(layout)), thread_name_prefix="mfdyn-store")
 
     def write(self, index: int, start: int, stop: int, results: dict[str, np.ndarray]) -> None:
         rows = slice(start, stop)
@@ -216,7 +218,7 @@ def read_flat(path: Path, layout: dict, chunk: int) -> dict[str, np.ndarray]:
     import zarr
 
     group = zarr.open_group(path, mode="r")
-    with ThreadPoolExecutor(max_workers=min(4, len(layout)), thread_name_prefix="mfdyn-store") as pool:
+    with ThreadPoolExecutor(max_workers=min(IO_THREADS, len(layout)), thread_name_prefix="mfdyn-store") as pool:
         flat = dict(zip(layout, pool.map(lambda name: group[name][...], layout)))
     done = np.asarray(group["chunk_done"][...], dtype=bool)
     size = next(iter(flat.values())).shape[0]
