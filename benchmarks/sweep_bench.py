@@ -30,6 +30,7 @@ from mfdyn.sweep.distribute import kernel_platform, local_workers
 from mfdyn.sweep.kernel import run_chunk
 
 RESULTS = Path(__file__).parent / "results"
+FUSED_RATIO_TARGET = 1.5  # the issue's target: the engine within 1.5x of the fused reference's time
 
 
 def scalar_axes(n_total: int):
@@ -400,6 +401,15 @@ def _span(lo_hi: list) -> str:
     return f"{lo_hi[0]:.2f}-{lo_hi[1]:.2f}x"
 
 
+def _against(ratio: float, limit: float) -> str:
+    """A time ratio against its upper limit and whether it is within it: to three decimals, more where
+    those would read as the limit itself (1.5003x is 1.50x to two decimals and 1.500x to three)."""
+    digits = 3
+    while digits < 6 and round(ratio, digits) == limit != ratio:
+        digits += 1
+    return f"{ratio:.{digits}f}x, {'met' if ratio <= limit else 'missed'}"
+
+
 def table(s: dict, plain: dict, dp: dict, c: dict, scale: float) -> str:
     n, T = f"{s['trajectories']:,}", s["steps"]
     rows = [
@@ -424,12 +434,12 @@ def table(s: dict, plain: dict, dp: dict, c: dict, scale: float) -> str:
         f"{s['speedup_vs_numpy_processes']:.1f}x** | >= 20x |",
         f"| speedup vs NumPy with outcomes (i') | | {s['speedup_vs_numpy_tracked']:.1f}x (its divergence and "
         f"convergence steps equal the engine's for {100 * s['numpy_tracked_step_agreement']:.2f}% of points) | |",
-        f"| **time vs fused reference (ii)**, threads / processes | | **{s['time_ratio_vs_fused']:.2f}x / "
-        f"{s['time_ratio_vs_fused_processes']:.2f}x** (the ratio within each of the {len(s['round_times_s']['fused'])} "
+        f"| **time vs fused reference (ii)**, threads / processes | | **{_against(s['time_ratio_vs_fused'], FUSED_RATIO_TARGET)} / "
+        f"{_against(s['time_ratio_vs_fused_processes'], FUSED_RATIO_TARGET)}** (the ratio within each of the {len(s['round_times_s']['fused'])} "
         f"rounds: threads {_span(s['round_ratio_vs_fused_range']['threads'])}, median "
         f"{s['round_ratio_vs_fused_median']['threads']:.2f}x; processes "
         f"{_span(s['round_ratio_vs_fused_range']['processes'])}, median "
-        f"{s['round_ratio_vs_fused_median']['processes']:.2f}x) | <= 1.5x |",
+        f"{s['round_ratio_vs_fused_median']['processes']:.2f}x) | <= {FUSED_RATIO_TARGET}x |",
         f"| the engine on threads without mfdyn's LLVM option for its kernel (`MFDYN_LLVM_OPTIONS=0`; "
         f"with it: `{s['xla_llvm_options'] or 'none'}`, `mfdyn._llvm_options`), in a process of its own | same | "
         f"{plain['sweep_traj_steps_per_s']:.3g} traj-steps/s ({plain['sweep_s']:.2f} s); time vs the fused "
