@@ -33,6 +33,7 @@ mfdyn then adds none. ``MFDYN_LLVM_OPTIONS=0`` (or ``off``) turns mfdyn's off.
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import threading
@@ -56,7 +57,13 @@ def opted_out() -> bool:
 def process_llvm_options(flags: str | None = None) -> str:
     """The LLVM options that ``XLA_FLAGS`` (default: this process's) gives every program
     (the value of ``--xla_backend_extra_options``; ``""`` if none)."""
-    flags = os.environ.get("XLA_FLAGS", "") if flags is None else flags
+    return _extra_options(os.environ.get("XLA_FLAGS", "") if flags is None else flags)
+
+
+@functools.lru_cache(maxsize=16)
+def _extra_options(flags: str) -> str:
+    """:func:`process_llvm_options` of the string ``flags`` (parsed once per string: a sweep asks
+    for every chunk, and ``shlex`` took 40-70 us a call)."""
     found = ""
     for token in shlex.split(flags):
         if token.startswith("--xla_backend_extra_options="):
