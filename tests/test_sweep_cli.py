@@ -8,6 +8,7 @@ import json
 import matplotlib
 import numpy as np
 import pytest
+import xarray as xr
 
 import mfdyn
 from mfdyn.cli import main
@@ -50,6 +51,11 @@ def test_cli_sweep_store_and_plots(tmp_path, capsys):
         assert main(["plot", *args[:1], str(store), *args[1:], "-o", str(out)]) == 0
         assert out.stat().st_size > 1000
     capsys.readouterr()
+    # a dimension left with more than one value: the error says how to choose one
+    assert main(["plot", "phase", str(store), "--x", "eta", "--y", "a", "-o", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: choose one value of init with --sel (nearest value, or #index), e.g. --sel init=#0\n"
+    assert not (tmp_path / "x.png").exists()
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -109,8 +115,17 @@ def test_plot_functions_and_errors():
     mfdyn.plot.heatmap(flat, "steps_to_converge", "eta", "a")
     left, right = mfdyn.plot.phase_diagram(flat.isel(eta=slice(None, None, -1)), "eta", "a").axes[0].get_xlim()
     assert (left, right) == pytest.approx((0.5 - 0.08, 1.3 + 0.08), abs=1e-12)  # (the cells' edges, ascending for a descending axis)
-    with pytest.raises(mfdyn.InputError, match="reduce the other dimensions"):
-        mfdyn.plot.phase_diagram(ds, "eta", "a")
+    # b has one value: taken at it, and named in the default titles
+    whole = mfdyn.plot.phase_diagram(ds, "eta", "a").axes[0]
+    np.testing.assert_array_equal(whole.collections[0].get_array(), fig.axes[0].collections[0].get_array())
+    assert whole.get_title() == "GD outcome (b = 1)" and fig.axes[0].get_title() == "GD outcome (b = 1)"
+    assert mfdyn.plot.heatmap(ds.isel(a=1), "final_loss", "eta", "b").axes[0].get_title() == "final_loss (a = 1)"
+    with pytest.raises(mfdyn.InputError, match=r"'b' was selected at one value \(b = 1.0\): it cannot be a plot axis"):
+        mfdyn.plot.heatmap(flat, "final_loss", "eta", "b")
+    two = xr.concat([flat.assign_coords(b=1.0), flat.assign_coords(b=1.2)], dim="b")
+    assert mfdyn.plot.other_dimensions(two, "outcome", "eta", "a") == ["b"]
+    with pytest.raises(mfdyn.InputError, match=r"reduce the other dimensions first, e\.g\. ds\.isel\(b=0\); left: b \(2 values\)"):
+        mfdyn.plot.phase_diagram(two, "eta", "a")
     with pytest.raises(mfdyn.InputError, match="not an axis"):
         mfdyn.plot.heatmap(flat, "final_loss", "eta", "sigma")
     with pytest.raises(mfdyn.InputError, match="numeric"):

@@ -219,6 +219,20 @@ def _select(ds, sel: list[str]):
     return ds
 
 
+def _one_plane(ds, var: str, x: str, y: str):
+    """``ds`` if ``var`` has one value per ``(x, y)`` point once ``--sel`` applied, else the error
+    that names the dimensions left and how to choose them."""
+    from ..plot.sweep import other_dimensions
+
+    left = other_dimensions(ds, var, x, y)
+    if left:
+        def example(dim: str) -> str:
+            return f"{dim}={float(ds[dim].values[0]):g}" if dim in ds.coords else f"{dim}=#0"
+        raise InputError(f"choose one value of {', '.join(left)} with --sel (nearest value, or #index), "
+                         f"e.g. {' '.join('--sel ' + example(d) for d in left)}")
+    return ds
+
+
 def _save(fig, out: Path) -> None:
     try:
         fig.savefig(out, dpi=150, bbox_inches="tight")
@@ -234,7 +248,7 @@ def plot_phase(store: Path = typer.Argument(...), x: str = typer.Option("eta", "
     """Phase diagram: outcome over (x, y)."""
     from ..plot import phase_diagram
 
-    _save(phase_diagram(_select(_open(store), sel), x, y), out)
+    _save(phase_diagram(_one_plane(_select(_open(store), sel), "outcome", x, y), x, y), out)
     return 0
 
 
@@ -259,7 +273,7 @@ def plot_heatmap(store: Path = typer.Argument(...), var: str = typer.Option("fin
     """Heatmap of a numeric variable over (x, y)."""
     from ..plot import heatmap
 
-    _save(heatmap(_select(_open(store), sel), var, x, y, log=log), out)
+    _save(heatmap(_one_plane(_select(_open(store), sel), var, x, y), var, x, y, log=log), out)
     return 0
 
 

@@ -4,4 +4,4 @@ import matplotlib
 
 matplotlib.use("Agg")
 from .trajectory import plot_trajectory  # noqa: E402,F401
-from .sweep import bifurcation, heatmap, phase_diagram  # noqa: E402,F401
+from .sweep import bifurcation, heatmap, other_dimensions, phase_diagram  # noqa: E402,F401

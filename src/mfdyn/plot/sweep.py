@@ -1,8 +1,9 @@
 """Figures of sweep results: phase diagrams, bifurcation diagrams, heatmaps.
 
 All three take the Dataset returned by :func:`mfdyn.sweep` / :func:`mfdyn.open_sweep`; dimensions
-other than the plotted ones must be reduced first (``ds.sel(...)`` / ``ds.isel(...)``), except in
-:func:`bifurcation`, which plots every remaining point. Where ``x`` and ``y`` vary together along one
+other than the plotted ones must be reduced first (``ds.sel(...)`` / ``ds.isel(...)``; a dimension
+of one value is taken at it), except in :func:`bifurcation`, which plots every remaining point. The
+default titles name the axes held at one value. Where ``x`` and ``y`` vary together along one
 zipped dimension (:func:`mfdyn.zipped`, e.g. random initial points), the phase diagram and the heatmap
 draw one marker per point instead of grid cells.
 """
@@ -26,25 +27,57 @@ OVERLAY_COLOR_ON_POINTS = "#e7298a"
 
 
 def _coord(ds: xr.Dataset, name: str) -> tuple[str, np.ndarray]:
+    """The dimension of the axis ``name`` and its values."""
     if name not in ds.coords:
         raise InputError(f"{name!r} is not an axis of this sweep; axes: {', '.join(map(str, ds.coords))}")
+    if not ds[name].dims:
+        raise InputError(f"{name!r} was selected at one value ({name} = {ds[name].values}): it cannot be a plot axis")
     return ds[name].dims[0], np.asarray(ds[name].values)
+
+
+def other_dimensions(ds: xr.Dataset, var: str, x: str, y: str) -> list[str]:
+    """The dimensions of ``var`` besides those of the axes ``x`` and ``y`` that have more than one
+    value: a plot of ``var`` over ``(x, y)`` needs one of their values chosen first. (A dimension of
+    one value is taken at it.)"""
+    if var not in ds:
+        raise InputError(f"{var!r} is not a variable of this sweep; variables: {', '.join(map(str, ds.data_vars))}")
+    shown = (_coord(ds, x)[0], _coord(ds, y)[0])
+    return [str(d) for d in ds[var].dims if d not in shown and ds.sizes[d] > 1]
 
 
 def _plane(ds: xr.Dataset, var: str, x: str, y: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``var`` over the ``(y, x)`` plane, as ``(xs, ys, values[ny, nx])``; or, where ``x`` and ``y``
-    are axes of one zipped dimension, ``(xs, ys, values)`` all along that dimension (scattered points)."""
-    if var not in ds:
-        raise InputError(f"{var!r} is not a variable of this sweep; variables: {', '.join(map(str, ds.data_vars))}")
+    are axes of one zipped dimension, ``(xs, ys, values)`` all along that dimension (scattered points).
+    Other dimensions must have one value (:func:`other_dimensions`)."""
+    left = other_dimensions(ds, var, x, y)
+    if left:
+        raise InputError(f"reduce the other dimensions first, e.g. ds.isel({left[0]}=0); left: "
+                         + ", ".join(f"{d} ({ds.sizes[d]} values)" for d in left))
     xdim, xs = _coord(ds, x)
     ydim, ys = _coord(ds, y)
     da = ds[var]
-    extra = [d for d in da.dims if d not in (xdim, ydim)]
-    if extra:
-        raise InputError(f"reduce the other dimensions first, e.g. ds.isel({extra[0]}=0); left: {', '.join(extra)}")
+    da = da.isel({d: 0 for d in da.dims if d not in (xdim, ydim)})
     if xdim == ydim:
         return xs, ys, da.values
     return xs, ys, da.transpose(ydim, xdim).values
+
+
+def held_values(ds: xr.Dataset, shown: tuple[str, ...]) -> str:
+    """The sweep's axes held at one value in a figure of the axes ``shown`` (those selected with
+    ``ds.sel`` / ``ds.isel``, and axes of one value), as ``"b = 1.2, momentum = 0"``: for its title."""
+    held = []
+    for name, coord in ds.coords.items():
+        if name in shown or coord.size != 1 or not np.issubdtype(coord.dtype, np.number):
+            continue
+        value = coord.values.reshape(-1)[0]
+        held.append(f"{name} = {value:.4g}" if np.issubdtype(coord.dtype, np.floating) else f"{name} = {value}")
+    return ", ".join(held)
+
+
+def _titled(default: str, ds: xr.Dataset, shown: tuple[str, ...]) -> str:
+    """``default``, followed by the values held fixed (:func:`held_values`) in parentheses if any."""
+    held = held_values(ds, shown)
+    return f"{default} ({held})" if held else default
 
 
 def _outcome_codes(labels: np.ndarray) -> np.ndarray:
@@ -117,7 +150,7 @@ def phase_diagram(ds: xr.Dataset, x: str = "eta", y: str = "a", *, ax: Any = Non
     ax.legend(handles=handles + ax.get_legend_handles_labels()[0], fontsize=7, loc="best", framealpha=0.8)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
-    ax.set_title(title or "GD outcome")
+    ax.set_title(title or _titled("GD outcome", ds, (x, y)))
     return fig
 
 
@@ -149,7 +182,7 @@ def bifurcation(ds: xr.Dataset, x: str = "eta", value: str | int | Callable = "l
             ls="none")
     ax.set_xlabel(x)
     ax.set_ylabel(value if isinstance(value, str) else f"coord {value}" if isinstance(value, (int, np.integer)) else "f(orbit)")
-    ax.set_title(title or f"attractor values ({ds.sizes['orbit_step']} last states per point)")
+    ax.set_title(title or _titled(f"attractor values ({ds.sizes['orbit_step']} last states per point)", ds, (x,)))
     return fig
 
 
@@ -174,5 +207,5 @@ def heatmap(ds: xr.Dataset, var: str, x: str = "eta", y: str = "a", *, ax: Any =
     fig.colorbar(mesh, ax=ax, label=f"log10 |{var}|" if log else var)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
-    ax.set_title(title or var)
+    ax.set_title(title or _titled(var, ds, (x, y)))
     return fig
