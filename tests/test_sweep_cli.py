@@ -55,6 +55,14 @@ def test_cli_sweep_store_and_plots(tmp_path, capsys):
     assert main(["plot", "phase", str(store), "--x", "eta", "--y", "a", "-o", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
     assert err == "error: choose one value of init with --sel (nearest value, or #index), e.g. --sel init=#0\n"
+    for args, message in ((["--sel", "init=#2"], "--sel init: index 2 is out of range (#0 .. #1)"),
+                          (["--sel", "init=#one"], "--sel init: '#one' is not an index (#0 .. #1)"),
+                          (["--sel", "eta=fast"], "--sel eta: 'fast' is not a number"),
+                          (["--sel", "init"], "--sel must look like name=value, got 'init'"),
+                          (["--sel", "init=#0", "--y", "eta"], "x and y must be two different axes, got 'eta' for both"),
+                          (["--sel", "init=#0", "--sel", "a=0.5"], "'a' was selected at one value (a = 0.5): it cannot be a plot axis")):
+        assert main(["plot", "phase", str(store), *args, "-o", str(tmp_path / "x.png")]) == 2
+        assert capsys.readouterr().err == f"error: {message}\n"
     assert not (tmp_path / "x.png").exists()
 
 

@@ -209,7 +209,14 @@ def _select(ds, sel: list[str]):
         if name not in ds.coords and not value.startswith("#"):
             raise InputError(f"--sel {name}: a zipped dimension is selected by index, e.g. {name}=#0")
         if value.startswith("#"):
-            ds = ds.isel({dim: int(value[1:])})
+            size = ds.sizes[dim]
+            try:
+                index = int(value[1:])
+            except ValueError:
+                raise InputError(f"--sel {name}: {value!r} is not an index (#0 .. #{size - 1})") from None
+            if not 0 <= index < size:
+                raise InputError(f"--sel {name}: index {index} is out of range (#0 .. #{size - 1})")
+            ds = ds.isel({dim: index})
         else:
             try:
                 idx = int(np.argmin(np.abs(ds[name].values - float(value))))

@@ -41,6 +41,8 @@ def other_dimensions(ds: xr.Dataset, var: str, x: str, y: str) -> list[str]:
     one value is taken at it.)"""
     if var not in ds:
         raise InputError(f"{var!r} is not a variable of this sweep; variables: {', '.join(map(str, ds.data_vars))}")
+    if x == y:
+        raise InputError(f"x and y must be two different axes, got {x!r} for both")
     shown = (_coord(ds, x)[0], _coord(ds, y)[0])
     return [str(d) for d in ds[var].dims if d not in shown and ds.sizes[d] > 1]
 
