@@ -120,7 +120,13 @@ def test_plot_functions_and_errors():
     fig = mfdyn.plot.phase_diagram(flat, "eta", "a", overlays={"eta_c": 1.0, "curve": lambda x: 1 / x})
     assert isinstance(fig, matplotlib.figure.Figure)
     mfdyn.plot.bifurcation(ds, "eta", value=lambda o: o[..., 0] * o[..., 1])
-    mfdyn.plot.heatmap(flat, "steps_to_converge", "eta", "a")
+    steps = flat.steps_to_converge.transpose("a", "eta").values
+    assert (steps == -1).any() and (steps >= 0).any()
+    hm = mfdyn.plot.heatmap(flat, "steps_to_converge", "eta", "a")  # (-1, never converged: left blank)
+    np.testing.assert_array_equal(np.ma.filled(hm.axes[0].collections[0].get_array(), np.nan).ravel(),
+                                  np.where(steps == -1, np.nan, steps).ravel())
+    assert hm.axes[1].get_ylabel() == "steps_to_converge (blank: never)"
+    assert mfdyn.plot.heatmap(flat, "final_loss", "eta", "a").axes[1].get_ylabel() == "final_loss"
     left, right = mfdyn.plot.phase_diagram(flat.isel(eta=slice(None, None, -1)), "eta", "a").axes[0].get_xlim()
     assert (left, right) == pytest.approx((0.5 - 0.08, 1.3 + 0.08), abs=1e-12)  # (the cells' edges, ascending for a descending axis)
     # b has one value: taken at it, and named in the default titles

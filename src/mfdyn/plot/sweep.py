@@ -24,6 +24,7 @@ from ..sweep.classify import OUTCOMES
 OUTCOME_COLORS = {"unfinished": "#bdbdbd", "converged": "#2c7bb6", "periodic": "#fdae61",
                   "bounded": "#d7191c", "diverged": "#1a1a1a"}
 OVERLAY_COLOR_ON_POINTS = "#e7298a"
+NEVER = {"steps_to_converge": -1, "diverged_at": -1}  # the value that means "no such step": left blank
 
 
 def _coord(ds: xr.Dataset, name: str) -> tuple[str, np.ndarray]:
@@ -191,11 +192,15 @@ def bifurcation(ds: xr.Dataset, x: str = "eta", value: str | int | Callable = "l
 def heatmap(ds: xr.Dataset, var: str, x: str = "eta", y: str = "a", *, ax: Any = None, log: bool = False,
             cmap: str = "viridis", title: str | None = None):
     """A numeric variable (``final_loss``, ``steps_to_converge``, ``final_sharpness``, ...) over ``(x, y)``;
-    ``log=True`` plots ``log10 |var|``."""
+    ``log=True`` plots ``log10 |var|``. Points where ``steps_to_converge`` or ``diverged_at`` is -1
+    (never converged, never diverged) are left blank, and the colour bar says so."""
     xs, ys, vals = _plane(ds, var, x, y)
     if not np.issubdtype(np.asarray(vals).dtype, np.number):
         raise InputError(f"heatmap needs a numeric variable; {var!r} is not (use phase_diagram for outcomes)")
     vals = np.asarray(vals, dtype=float)
+    never = var in NEVER and bool((vals == NEVER[var]).any())
+    if never:
+        vals[vals == NEVER[var]] = np.nan
     if log:
         with np.errstate(divide="ignore", invalid="ignore"):
             vals = np.log10(np.abs(vals))
@@ -206,7 +211,8 @@ def heatmap(ds: xr.Dataset, var: str, x: str = "eta", y: str = "a", *, ax: Any =
     else:
         mesh = ax.pcolormesh(_edges(xs), _edges(ys), vals, cmap=cmap, shading="flat")
     _frame(ax, xs, ys, vals.ndim == 1)
-    fig.colorbar(mesh, ax=ax, label=f"log10 |{var}|" if log else var)
+    label = f"log10 |{var}|" if log else var
+    fig.colorbar(mesh, ax=ax, label=f"{label} (blank: never)" if never else label)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.set_title(title or _titled(var, ds, (x, y)))
