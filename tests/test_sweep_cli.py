@@ -66,6 +66,27 @@ def test_cli_sweep_store_and_plots(tmp_path, capsys):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_cli_sweep_interrupted_says_what_the_store_keeps(tmp_path, capsys, monkeypatch):
+    """Ctrl-C (KeyboardInterrupt) during ``mfdyn sweep``: exit 130 and one line on what is kept."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG)
+    store = tmp_path / "o.zarr"
+    assert main(["sweep", str(cfg), "--store", str(store), "--json", "--no-progress"]) == 0
+    capsys.readouterr()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mfdyn, "sweep", interrupted)
+    assert main(["sweep", str(cfg), "--store", str(store), "--no-progress"]) == 130
+    assert capsys.readouterr().err == (f"interrupted: 3 of 3 chunks are in {str(store)!r}; "
+                                       "run the same command again to compute the rest\n")
+    assert main(["sweep", str(cfg), "--store", str(tmp_path / "new.zarr"), "--no-progress"]) == 130
+    assert capsys.readouterr().err == f"interrupted: {str(tmp_path / 'new.zarr')!r} has no finished chunk\n"
+    assert main(["sweep", str(cfg), "--no-progress"]) == 130
+    assert capsys.readouterr().err == "interrupted (no --store: nothing kept)\n"
+
+
 @pytest.mark.parametrize("text, fragment", [
     ("[problem]\nfamily = 'cubic'\n[axes]\neta=[0.1]\n[run]\nsteps=5", "problem.family"),
     ("[problem]\nfamily = 'scalar'\nrho = 1\n[axes]\neta=[0.1]\n[run]\nsteps=5", "problem.rho"),

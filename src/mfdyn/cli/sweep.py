@@ -166,8 +166,12 @@ def sweep_command(
 
     kwargs = load_config(config)
     t0 = time.perf_counter()
-    ds = mfdyn.sweep(kwargs.pop("problem"), kwargs.pop("axes"), kwargs.pop("steps"), store=store,
-                     scheduler=scheduler, progress=not no_progress, **kwargs)
+    try:
+        ds = mfdyn.sweep(kwargs.pop("problem"), kwargs.pop("axes"), kwargs.pop("steps"), store=store,
+                         scheduler=scheduler, progress=not no_progress, **kwargs)
+    except KeyboardInterrupt:
+        print(f"interrupted{_stored_chunks(store)}", file=sys.stderr)
+        return 130
     seconds = time.perf_counter() - t0
     labels, counts = np.unique(ds.outcome.values, return_counts=True)
     summary = {"points": int(ds.outcome.size), "dims": {str(k): int(v) for k, v in ds.outcome.sizes.items()},
@@ -186,6 +190,20 @@ def sweep_command(
             table.add_row(k, str(c))
         Console().print(table)
     return 0
+
+
+def _stored_chunks(store: Path | None) -> str:
+    """What an interrupted sweep left: the chunks finished in its store, and how to go on."""
+    if store is None:
+        return " (no --store: nothing kept)"
+    from ..sweep.store import read_chunk_done
+
+    try:
+        done = read_chunk_done(store)
+    except Exception:  # noqa: BLE001 - the store was not created yet (interrupted while planning)
+        return f": {str(store)!r} has no finished chunk"
+    return (f": {int(done.sum())} of {done.size} chunks are in {str(store)!r}; "
+            "run the same command again to compute the rest")
 
 
 plot_app = typer.Typer(help="Figures of a sweep store.", no_args_is_help=True)
