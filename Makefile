@@ -22,7 +22,7 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/mfdyn reproduce --out results
 
-# two pytest workers (pytest-xdist): 3m24s-4m33s for the default run on 2 cores (2026-11-23; 7m56s once, in
+# two pytest workers (pytest-xdist): 3m24s-4m58s for the default run on 2 cores (2026-11-23; 7m56s once, in
 # a slow phase of the machine), against 9m45s in one process before the kernels of deep problems stopped
 # unrolling their steps
 # (whole test files per worker took 5m50s: the last files ran alone)
