@@ -237,12 +237,12 @@ def _check_axis_signs(grid: Grid, const_names: tuple[str, ...]) -> None:
             vals = grid.axis(name)[1]
             bad = vals[vals <= 0] if rule == "positive" else vals[vals < 0]
             if bad.size:
-                raise InputError(f"axis {name!r} must be {'> 0' if rule == 'positive' else '>= 0'}, got {bad[0]!r}")
+                raise InputError(f"axis {name!r} must be {'> 0' if rule == 'positive' else '>= 0'}, got {bad[0].item()!r}")
     for name in const_names:
         if name in NONNEGATIVE_CONSTANTS:
             vals = grid.axis(name)[1]
             if np.any(vals < 0):
-                raise InputError(f"axis {name!r} must be >= 0, got {vals[vals < 0][0]!r}")
+                raise InputError(f"axis {name!r} must be >= 0, got {vals[vals < 0][0].item()!r}")
 
 
 def tile_size(n_coords: int) -> int:
