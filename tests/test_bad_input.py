@@ -35,6 +35,8 @@ CASES = [
     ("eta inf", lambda: mfdyn.gd(GOOD_SCALAR, (1.0, 1.0), float("inf"), 10), "eta"),
     ("steps negative", lambda: mfdyn.gd(GOOD_SCALAR, (1.0, 1.0), 0.1, -5), "steps"),
     ("steps fractional", lambda: mfdyn.gd(GOOD_SCALAR, (1.0, 1.0), 0.1, 2.5), "steps"),
+    ("params0 nan", lambda: mfdyn.gd(GOOD_SCALAR, (np.float64(np.nan), 1.0), 0.1, 10), "params0[0] must be finite, got nan"),
+    ("params0 0-d inf", lambda: mfdyn.gd(GOOD_SCALAR, (1.0, np.array(np.inf)), 0.1, 10), "params0[1] must be finite, got inf"),
     ("params non-finite", lambda: mfdyn.gd(GOOD_SCALAR, (np.nan, 1.0), 0.1, 5), "params0"),
     ("params wrong shape", lambda: mfdyn.gd(mfdyn.MatrixFactorization(np.eye(2), 1), (np.ones((2, 2)), np.ones((2, 1))), 0.1, 5), "shape"),
     ("params wrong count", lambda: mfdyn.gd(GOOD_SCALAR, (1.0, 1.0, 1.0), 0.1, 5), "params0"),

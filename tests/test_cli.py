@@ -219,6 +219,8 @@ BAD_INPUTS = [
     (["gd", "scalar", "--a0", "1", "--b0", "1", "--eta", "abc"], "abc"),
     (["gd", "scalar", "--a0", "1", "--b0", "1", "--eta", "0.1", "--steps", "1.5"], "1.5"),
     (["gd", "scalar", "--a0", "1", "--b0", "1", "--eta", "0.1", "--csv", "/no/such/folder/x.csv"], "/no/such/folder"),
+    (["gd", "scalar", "--a0", "nan", "--b0", "1", "--eta", "0.1"], "--a0 must be finite, got nan"),
+    (["flow", "scalar", "--a0", "1", "--b0", "-inf"], "--b0 must be finite, got -inf"),
 ]
 
 

@@ -22,7 +22,10 @@ def is_traced(x: Any) -> bool:
 
 def describe(value: Any) -> str:
     """A short one-line rendering of a value for error messages."""
-    text = np.array2string(np.asarray(value), threshold=8, edgeitems=2) if np.ndim(value) else repr(value)
+    if np.ndim(value):
+        text = np.array2string(np.asarray(value), threshold=8, edgeitems=2)
+    else:  # (a NumPy scalar or 0-d array as its Python value: nan, not array(nan) or np.float64(nan))
+        text = repr(value.item() if isinstance(value, (np.ndarray, np.generic)) else value)
     text = " ".join(str(text).split())
     return text if len(text) <= 80 else text[:77] + "..."
 

@@ -43,6 +43,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import observables as obs
+from .._validate import finite_scalar
 from ..dynamics import default_times, flow, gd
 from ..errors import InputError
 from ..problems import DeepFactorization, MatrixFactorization, ScalarFactorization, SymmetricFactorization
@@ -154,6 +155,8 @@ RANK_OPTION = option("rank", int, 1, "--rank", "Number of columns of the factors
 # ---- family builders: options -> (problem, params0, problem_config) ----------------------------
 def build_scalar(*, target: float, quartic: float, a0: float, b0: float):
     problem = ScalarFactorization(target=target, quartic=quartic)
+    for name, value in (("--a0", a0), ("--b0", b0)):
+        finite_scalar(name, value)
     params0 = problem.check_params((a0, b0), "(a0, b0)")
     return problem, params0, dict(target=target, quartic=quartic, a0=a0, b0=b0)
 
