@@ -7,6 +7,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._validate import is_traced
 from .base import Problem, as_float
@@ -35,7 +36,7 @@ class ScalarFactorization(Problem):
     def __init__(self, target: Any = 1.0, quartic: Any = 0.0, *, specialize: bool = True):
         self.target = as_float("target", target)
         self.quartic = as_float("quartic", quartic, nonnegative=True)
-        self.pure_quadratic = bool(specialize) and not is_traced(quartic) and float(self.quartic) == 0.0
+        self.pure_quadratic = bool(specialize) and not is_traced(quartic) and float(np.asarray(quartic)) == 0.0
 
     def generalized(self, names: tuple[str, ...]) -> "ScalarFactorization":
         """This problem ready to have ``quartic`` replaced by any value, if it is in ``names``."""

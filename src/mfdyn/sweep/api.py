@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import uuid
 from functools import partial
 from typing import Any, Callable, Mapping
@@ -109,6 +110,20 @@ def _resolve_problem(problem: Any, axes: Mapping) -> tuple[Any, Callable | None]
     return base, problem
 
 
+def _check_traceable(factory: Callable, names: tuple[str, ...]) -> None:
+    """The kernel calls ``factory`` on traced values (one per trajectory, under ``vmap``): a factory
+    that needs concrete numbers (``float(s)``, ``int(r)``, ``np.diag([1, s])`` of a swept value) is
+    refused here with the one line of JAX's message that names the operation."""
+    if not names:
+        return
+    try:
+        jax.eval_shape(lambda kw: factory(**kw), {n: jax.ShapeDtypeStruct((), np.float64) for n in names})
+    except (jax.errors.JAXTypeError, jax.errors.JAXIndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"problem factory cannot take traced values of the swept constants {list(names)}: build the "
+                         f"problem from them with jax.numpy, not float(), int() or numpy ({first})") from None
+
+
 def _flat_axis_names(axes: Mapping) -> list[str]:
     from .grid import Zipped
 
@@ -177,6 +192,10 @@ def plan_sweep(problem, axes, steps, *, tol, max_period, keep_orbit, chunk, init
         grid = make_grid(axes, allowed)
     else:
         grid = make_grid(axes)
+    for name in (*grid.dim_names, *grid.axis_names):
+        if name in st.reserved_names() or name.startswith(st.AXIS_VALUES.format("")):
+            raise InputError(f"axis name {name!r} is taken by the results ({', '.join(sorted(st.reserved_names()))}); "
+                             f"rename it")
     const_names = tuple(n for n in grid.axis_names if n not in STEP_AXES + init_axes)
     if "eta" not in grid.axis_names:
         raise InputError("axes must include the step size 'eta' (a 1-element axis is fine)")
@@ -185,6 +204,7 @@ def plan_sweep(problem, axes, steps, *, tol, max_period, keep_orbit, chunk, init
         for name in const_names:  # every value of every constant must build a valid problem
             for value in np.unique(grid.axis(name)[1]):
                 factory(**{n: (float(value) if n == name else _first_value(axes, n)) for n in const_names})
+        _check_traceable(factory, const_names)
 
     has_ab = [n for n in ("a", "b") if n in grid.axis_names]
     if has_ab:
@@ -308,7 +328,9 @@ def sweep(
     Returns a Dataset with dims = the grid dimensions in the order given and variables ``outcome``
     (``converged``/``periodic``/``bounded``/``diverged``/``unfinished``, see
     :mod:`mfdyn.sweep.classify`), ``period``, ``steps_to_converge``
-    (the first step with ``||grad f|| <= tol``, located exactly; -1 if not converged),
+    (the first step with ``||grad f|| <= tol``, and ``||v|| <= tol`` under momentum, located exactly
+    within its check block; -1 if not converged: see :mod:`mfdyn.sweep.kernel` for the one case of
+    plain GD where a block can hide an earlier such step),
     ``diverged_at`` (first non-finite step; -1 if finite), ``final_loss``, ``final_sharpness`` (largest Hessian eigenvalue;
     NaN with ``sharpness=False``), ``final_imbalance`` (norm of ``problem.imbalance``),
     ``final_params`` (flat real coordinates, over ``coord``), and with ``keep_orbit=K`` the last K
@@ -339,6 +361,8 @@ def sweep(
     :mod:`mfdyn._llvm_options`): the configuration records the ``platform`` and the kernel's
     ``xla_llvm_options``, so a store is resumed only where both are those that began it.
     """
+    if store is not None and (not isinstance(store, (str, os.PathLike)) or not os.fspath(store)):
+        raise InputError(f"store must be a path (a non-empty str or os.PathLike), got {v.describe(store)}")
     if isinstance(scheduler, str) and scheduler not in LOCAL_SCHEDULERS and "://" not in scheduler:
         raise InputError(f"scheduler must be one of {LOCAL_SCHEDULERS}, an address like 'tcp://host:port' or a "
                          f"dask Client, got {scheduler!r}")
@@ -390,10 +414,7 @@ def _run(plan: Plan, store: Any, scheduler: Any, workers: int | None, progress: 
         flat["outcome"] = np.empty(grid.size, dtype=LABELS.dtype)
     writer = st.ChunkWriter(path, plan.layout) if path is not None else contextlib.nullcontext()
     with SweepProgress(len(ranges), plan.config["steps"], progress) as bar, writer:
-        bar.set_total(grid.size)
-        for i in range(len(ranges)):
-            if done[i]:
-                bar.advance(ranges[i][1] - ranges[i][0])
+        bar.set_total(grid.size, done=[stop - start for i, (start, stop) in enumerate(ranges) if done[i]])
         for idx, result in runner:
             start, stop = ranges[idx]
             if path is not None:

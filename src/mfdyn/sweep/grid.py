@@ -44,6 +44,10 @@ def _axis_values(name: str, values: Any) -> np.ndarray:
     if name in INTEGER_AXES:
         if not np.all(arr == np.round(arr)) or np.any(arr < 0):
             raise InputError(f"axis {name!r} must hold non-negative integers, got {arr[:5].tolist()}")
+        limit = np.iinfo(np.int64).max
+        big = arr > limit if np.issubdtype(arr.dtype, np.integer) else arr >= 2.0**63
+        if np.any(big):
+            raise InputError(f"axis {name!r} must hold integers below 2**63, got {v.describe(arr[big][0])}")
         return arr.astype(np.int64)
     return arr.astype(np.float64)
 

@@ -35,9 +35,13 @@ class SweepProgress:
             self._task = self._bar.add_task(self._description, total=None, chunks=f"0/{self._n_chunks}")
         return self
 
-    def set_total(self, points: int) -> None:
+    def set_total(self, points: int, done: list[int] = ()) -> None:
+        """``points`` in all, of which the chunks ``done`` (their sizes) were computed before (a
+        resumed store): they count as done, but not in the rate (the task is reset with them)."""
+        self._chunks = len(done)
         if self._bar is not None:
-            self._bar.update(self._task, total=points * self.steps)
+            self._bar.reset(self._task, total=points * self.steps, completed=sum(done) * self.steps,
+                            chunks=f"{self._chunks}/{self._n_chunks}")
 
     def advance(self, points: int) -> None:
         self._chunks += 1

@@ -47,6 +47,14 @@ def variable_layout(num_coordinates: int, keep_orbit: int) -> dict[str, tuple[An
     return layout
 
 
+def reserved_names(keep_orbit: int = 1) -> frozenset[str]:
+    """Names a grid's axes and dimensions must not take: the result variables, their extra
+    dimensions, and the store's own variables (``point``, ``chunk``, ``chunk_done``)."""
+    layout = variable_layout(1, keep_orbit)
+    extra = {dim for _, dims, _ in layout.values() for dim, _ in dims}
+    return frozenset({*layout, *extra, "point", "chunk", "chunk_done"})
+
+
 def empty_results(size: int, layout: dict, fill: bool = True) -> dict[str, np.ndarray]:
     """Result arrays for ``size`` points, filled with the layout's fill values (``fill=False``:
     uninitialized, for a caller that writes every row)."""
