@@ -1,7 +1,8 @@
 """Gradient descent and gradient flow on any problem family.
 
-GD (heavy-ball when ``momentum > 0``): ``v <- momentum v - eta grad f(z)``, ``z <- z + v``; with
-``momentum = 0`` this is exactly ``z <- z - eta grad f(z)``. Gradient flow: ``dz/dt = -grad f(z)``
+GD (heavy-ball when ``momentum > 0``, Polyak's form): ``z' = (z - eta grad f(z)) + momentum v``
+with ``v = z - z_prev`` the last displacement, then ``v' = z' - z``; with ``momentum = 0`` this is
+``z <- z - eta grad f(z)``, bit for bit the plain step. Gradient flow: ``dz/dt = -grad f(z)``
 in real coordinates (MATH.md §0), integrated by diffrax.
 
 Compiled functions are module-level and keyed by the problem's static structure, the recorded
@@ -22,6 +23,7 @@ import numpy as np
 from . import _validate as v
 from . import observables as obs
 from .errors import InputError
+from .problems.base import Problem
 from .pytree import PyTree, tree_all_finite, tree_where
 from .trajectory import Trajectory
 
@@ -30,17 +32,21 @@ def gd_update(problem: Any, params: PyTree, velocity: PyTree, eta: jax.Array, mo
               grad: PyTree = None, heavy_ball: bool = True):
     """One step; returns ``(params', velocity')``. Pure; shared by ``gd`` and ``sweep``.
 
-    ``heavy_ball`` (static): ``v' = momentum v - eta g``, ``z' = z + v'``; otherwise plain GD
-    ``z' = z - eta g`` with ``v`` left unchanged. ``eta g`` is :meth:`~mfdyn.problems.base.Problem.descent`
-    (``grad``: the gradient of ``params``, if the caller has it). Every caller picks the same
-    formula for the same run, so ``gd`` and ``sweep`` agree bit for bit.
+    ``heavy_ball`` (static): Polyak's heavy ball ``z' = (z - eta g) + momentum v``, ``v' = z' - z``
+    (``v``: the last displacement, 0 at the start); otherwise plain GD ``z' = z - eta g`` with ``v``
+    left unchanged. ``eta g`` is :meth:`~mfdyn.problems.base.Problem.descent` (``grad``: the
+    gradient of ``params``, if the caller has it). ``z - eta g`` is evaluated as in the plain step
+    and ``momentum v`` added to it, so a heavy-ball step with ``momentum = 0`` gives the plain
+    step's bits (adding ``0 v`` changes nothing, fused into a multiply-add or not): a sweep with a
+    ``momentum`` axis agrees at its 0 with one without. Every caller picks the same formula for the
+    same run, so ``gd`` and ``sweep`` agree bit for bit.
     """
     step = problem.descent(params, eta, grad=grad)
+    plain = jax.tree_util.tree_map(lambda p, s: p - s, params, step)
     if not heavy_ball:
-        return jax.tree_util.tree_map(lambda p, s: p - s, params, step), velocity
-    velocity = jax.tree_util.tree_map(lambda vel, s: momentum * vel - s, velocity, step)
-    params = jax.tree_util.tree_map(lambda p, vel: p + vel, params, velocity)
-    return params, velocity
+        return plain, velocity
+    new = jax.tree_util.tree_map(lambda z, vel: z + momentum * vel, plain, velocity)
+    return new, jax.tree_util.tree_map(lambda z1, z: z1 - z, new, params)
 
 
 def guarded_update(problem, carry, eta, momentum, heavy_ball: bool = True):
@@ -103,6 +109,7 @@ def gd(
     the run stops cleanly: ``diverged_at`` is that step, ``final`` the last finite state, and records
     at or after it are dropped.
     """
+    v.instance("problem", problem, Problem, "an mfdyn problem")
     params0 = problem.check_params(params0, "params0")
     eta_arr = _check_eta(eta)
     steps = v.integer("steps", steps, minimum=0)
@@ -187,9 +194,12 @@ def choose_solver(problem: Any, params0: PyTree, t1: float) -> str:
 
 
 def default_times(t1: float, n: int = 257) -> np.ndarray:
-    """``0`` followed by geometrically spaced times up to ``t1`` (flows of this field are log-time)."""
+    """``n`` times: ``0`` followed by geometrically spaced times up to ``t1`` (flows of this field
+    are log-time), the last exactly ``t1`` (``n = 2``: ``[0, t1]``; ``n = 1``: ``[t1]``)."""
     if t1 == 0:
         return np.zeros(1)
+    if n <= 2:
+        return np.array([0.0, float(t1)][2 - max(n, 1):])
     start = min(1e-3, t1 / 1e3)
     return np.concatenate([[0.0], np.geomspace(start, t1, n - 1)])
 
@@ -214,6 +224,7 @@ def flow(
     ``times``: the saved times (default :func:`default_times`), sorted, in ``[0, t1]``; the solver
     steps onto each of them, so saved values carry the solver's full accuracy.
     """
+    v.instance("problem", problem, Problem, "an mfdyn problem")
     params0 = problem.check_params(params0, "params0")
     v.finite_scalar("t1", t1, nonnegative=True)
     v.finite_scalar("rtol", rtol, positive=True)
