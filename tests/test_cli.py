@@ -221,6 +221,19 @@ BAD_INPUTS = [
     (["gd", "scalar", "--a0", "1", "--b0", "1", "--eta", "0.1", "--csv", "/no/such/folder/x.csv"], "/no/such/folder"),
     (["gd", "scalar", "--a0", "nan", "--b0", "1", "--eta", "0.1"], "--a0 must be finite, got nan"),
     (["flow", "scalar", "--a0", "1", "--b0", "-inf"], "--b0 must be finite, got -inf"),
+    (["gd", "scalar", "--a0", "1", "--b0", "1", "--eta", "0.1", "--plot", "x.xyz"], "cannot write 'xyz' figures"),
+    (["gd", "scalar", "--a0", "1", "--b0", "1", "--eta", "0.1", "--plot", "noext"], "'noext': no extension"),
+    (["gd", "scalar", "--a0", "1", "--b0", "1", "--eta", "0.1", "--plot", ""], "give a file name"),
+    (["gd", "scalar", "--a0", "1", "--b0", "1", "--eta", "0.1", "--steps", str(2**63)], "steps must be below 2**63"),
+    (["rank1", "critical-step", "--target", "abc"], "Invalid value for '--target'"),
+    (["rank1", "critical-step", "--target", "abc"], "(got 'abc')"),
+    (["rank1", "two-cycle", "--eta", "1e300"], "too large for the 2-cycle in float64"),
+    (["critical-points", "--y", "3,2,1", "--depth", "3", "--weight-decay", "1e110"], "10^330 is outside float64's range"),
+    (["critical-points", "--y", "1e300", "--depth", "3", "--weight-decay", "0.1"], "too large for a census"),
+    (["critical-points", "--y", "3,2,1", "--depth", "50", "--weight-decay", "1e-7", "--count"], "10^-350 is outside"),
+    (["certificate", "verify", "--formula", "a/0 - delta", "--eta", "0.1", "--region", "0:1,0:1"], "formula is not finite"),
+    (["certificate", "verify", "--formula", "a - delta", "--eta", "0.1", "--region", "0:1,0:1", "--seed", "-1"],
+     "seed must be >= 0, got -1"),
 ]
 
 
@@ -259,7 +272,8 @@ def test_import_and_cli_start_leave_heavy_optional_modules_unloaded():
 
 
 def test_csv_columns_and_json_encoding_of_arrays():
-    from mfdyn.cli.run import csv_columns, to_jsonable
+    from mfdyn.cli._json import to_jsonable
+    from mfdyn.cli.run import csv_columns
 
     matrix_obs = np.arange(12.0).reshape(2, 2, 3)  # (records, 2, 3)
     traj = mfdyn.Trajectory(problem=None, observables={"loss": np.array([1.0, 0.5]), "m": matrix_obs}, final=None,
@@ -269,3 +283,25 @@ def test_csv_columns_and_json_encoding_of_arrays():
     np.testing.assert_array_equal(columns["m[1][2]"], matrix_obs[:, 1, 2])
     encoded = to_jsonable((np.array([1 + 2j, 3j]), np.array([1.5, np.nan]), np.float64(np.inf), np.int64(3)))
     assert encoded == [[[1.0, 2.0], [0.0, 3.0]], [1.5, None], None, 3]
+
+
+def test_flow_with_two_saved_times_ends_at_t1(capsys):
+    """``--points 2`` saves ``t = 0`` and ``t = t1`` (it used to save 0 and 0.001, and report that state as final)."""
+    payload = _run_json(capsys, ["flow", "scalar", "--a0", "1", "--b0", "0.5", "--t1", "100", "--points", "2"])
+    assert payload["recorded"]["time"] == [0.0, 100.0]
+    traj = mfdyn.flow(mfdyn.ScalarFactorization(1.0), (1.0, 0.5), 100.0, record=("params",))
+    np.testing.assert_allclose(payload["final_params"], np.ravel(traj.final), rtol=1e-7)  # (other saved times: other solver steps)
+
+
+def test_out_of_memory_is_one_error_line(capsys, monkeypatch):
+    """A request too large for the machine's memory ends with one ``error:`` line and exit 2."""
+    import mfdyn.cli.run as run
+
+    def too_large(*args, **kwargs):
+        raise MemoryError("Unable to allocate 745. GiB for an array with shape (99999999999,) and data type float64")
+
+    monkeypatch.setattr(run, "default_times", too_large)
+    code, out, err = _run(capsys, ["flow", "scalar", "--a0", "1", "--b0", "0.5", "--points", "99999999999"])
+    assert code == 2 and out == ""
+    assert err.startswith("error: not enough memory for this request") and "745. GiB" in err
+    assert len(err.strip().splitlines()) == 1

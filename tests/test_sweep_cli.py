@@ -12,6 +12,7 @@ import xarray as xr
 
 import mfdyn
 from mfdyn.cli import main
+from mfdyn.cli._figures import figure_formats
 
 OUTCOMES = importlib.import_module("mfdyn.sweep.classify").OUTCOMES
 
@@ -60,8 +61,15 @@ def test_cli_sweep_store_and_plots(tmp_path, capsys):
                           (["--sel", "eta=fast"], "--sel eta: 'fast' is not a number"),
                           (["--sel", "init"], "--sel must look like name=value, got 'init'"),
                           (["--sel", "init=#0", "--y", "eta"], "x and y must be two different axes, got 'eta' for both"),
-                          (["--sel", "init=#0", "--sel", "a=0.5"], "'a' was selected at one value (a = 0.5): it cannot be a plot axis")):
-        assert main(["plot", "phase", str(store), *args, "-o", str(tmp_path / "x.png")]) == 2
+                          (["--sel", "init=#0", "--sel", "a=0.5"], "'a' was selected at one value (a = 0.5): it cannot be a plot axis"),
+                          (["--sel", "b=nan"], "--sel b: 'nan' is not a finite number"),
+                          (["--sel", "init=#0", "--sel", "b=1.2"], "--sel b: already at one value (b = 0.8) after the "
+                           "selections before it"),
+                          (["--sel", "init=#0", "-o", str(tmp_path / "x.xyz")],
+                           f"-o {str(tmp_path / 'x.xyz')!r}: matplotlib cannot write 'xyz' figures; use one of "
+                           + ", ".join(sorted(figure_formats())))):
+        out = [] if "-o" in args else ["-o", str(tmp_path / "x.png")]
+        assert main(["plot", "phase", str(store), *args, *out]) == 2
         assert capsys.readouterr().err == f"error: {message}\n"
     assert not (tmp_path / "x.png").exists()
 
@@ -96,6 +104,8 @@ def test_cli_sweep_interrupted_says_what_the_store_keeps(tmp_path, capsys, monke
     ("[problem]\nfamily = 'scalar'\n[axes]\neta=[0.1]\na=[1]\nb=[1]\n[run]\nsteps=0", "steps must be >= 1"),
     ("[problem]\nfamily = 'scalar'\ntarget = 'x'\n[axes]\neta=[0.1]\n[run]\nsteps=5", "problem: target"),
     ("[problem\n", "not valid TOML"),
+    ("[problem]\nfamily = 'matrix'\nX = [[1, 0], [0]]\nrank = 1\n[axes]\neta=[0.1]\n[run]\nsteps=5",
+     "problem: X must be a numeric array with rows of equal length, got [[1, 0], [0]]"),
     ("[problem]\nfamily = 'scalar'\n[axes]\neta={start=0, stop=1, num=3, log=true}\n[run]\nsteps=5",
      "axes.eta: log spacing needs start > 0"),
     ("[problem]\nfamily = 'scalar'\n[axes]\neta=[0.1]\n[zipped.init]\na={uniform=[3, 1], num=4}\n[run]\nsteps=5",
@@ -194,3 +204,17 @@ def test_plots_of_zipped_points_are_scatters():
     with pytest.raises(mfdyn.InputError, match="reduce the other dimensions"):
         mfdyn.plot.phase_diagram(ds, "a", "b")
     matplotlib.pyplot.close("all")
+
+
+def test_progress_of_a_resumed_sweep_leaves_its_chunks_out_of_the_rate():
+    """Chunks found in the store count as done but not in the rate (it read 5e9 traj-steps/s after a
+    resume that computed nothing)."""
+    from mfdyn.sweep.progress import SweepProgress
+
+    with SweepProgress(4, 10, True) as bar:
+        bar.set_total(100, done=[25, 25])
+        task = bar._bar.tasks[0]
+        assert (task.total, task.completed, task.speed) == (1000, 500, None)
+        assert task.fields["chunks"] == "2/4"
+        bar.advance(25)
+        assert task.completed == 750 and task.fields["chunks"] == "3/4"

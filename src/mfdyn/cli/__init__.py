@@ -66,13 +66,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return _exit(2, argv)
     except click_exceptions.ClickException as exc:
-        print(f"error: {exc.format_message()}", file=sys.stderr)
+        print(f"error: {exc.format_message()}{_given(exc, sys.argv[1:] if argv is None else argv)}", file=sys.stderr)
         return _exit(2, argv)
     except typer.Abort:
         print("error: aborted", file=sys.stderr)
         return _exit(130, argv)
+    except Exception as exc:  # (a request too large for this machine's memory is bad input too)
+        if not isinstance(exc, MemoryError) and "RESOURCE_EXHAUSTED" not in str(exc):
+            raise
+        detail = " ".join(str(exc).split())[:160]
+        print(f"error: not enough memory for this request (ask for fewer points, steps or a smaller problem): "
+              f"{detail}", file=sys.stderr)
+        return _exit(2, argv)
     code = result if isinstance(result, int) else 0
     return _exit(code, argv)
+
+
+def _given(exc: Exception, args: list[str]) -> str:
+    """`` (got 'abc')``: the value the command line gave the option a parse error is about, when
+    the parser's own message does not name it; else ``""``."""
+    opts = getattr(getattr(exc, "param", None), "opts", None) or []
+    if not isinstance(exc, click_exceptions.BadParameter) or not any(o.startswith("-") for o in opts):
+        return ""
+    value = None
+    for i, arg in enumerate(args):
+        name, eq, inline = arg.partition("=")
+        if name in opts:
+            value = inline if eq else (args[i + 1] if i + 1 < len(args) else None)
+    return "" if value is None or repr(value) in exc.format_message() else f" (got {value!r})"
 
 
 def _exit(code: int, argv) -> int:

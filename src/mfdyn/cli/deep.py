@@ -12,11 +12,9 @@
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import typer
@@ -25,28 +23,12 @@ from rich.table import Table
 
 from .. import _validate as v
 from .. import deep
-from ..errors import InputError
 from ..problems import DeepFactorization
+from ._figures import check_figure_path, save_figure
+from ._json import print_json
 
 deep_app = typer.Typer(help="Four-layer matrix factorization (MATH.md §4): tracked runs and convergence probabilities.",
                        no_args_is_help=True)
-
-
-def _clean(x: Any) -> Any:
-    """JSON-safe: numpy scalars/arrays to Python, non-finite floats to ``None``."""
-    if isinstance(x, dict):
-        return {str(k): _clean(val) for k, val in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(val) for val in x]
-    if isinstance(x, np.ndarray):
-        return _clean(x.tolist())
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(float(x)) else None
-    return x
 
 
 def _check_common(eps: float, eta: float, steps: int) -> None:
@@ -77,6 +59,7 @@ def run_command(
     v.integer("--seed", seed, minimum=0)
     v.integer("--every", every, minimum=0)
     v.choice("--init", init, DeepFactorization.init_kinds)
+    check_figure_path("--plot", plot)
     problem = DeepFactorization(deep.target(d, sigma1=sigma1, kappa=kappa), depth, balance=balance, field=field)
     params0 = problem.init(seed, scale=eps, kind=init)
     every = every or max(1, steps // 1000)
@@ -95,10 +78,7 @@ def run_command(
     )
     if plot is not None:
         fig = deep.plot_tracked(traj, st, title=f"{field}, d={d}, a={balance}, eps={eps}:")
-        try:
-            fig.savefig(plot, dpi=110, bbox_inches="tight")
-        except OSError as exc:
-            raise InputError(f"--plot {plot} cannot be written ({exc.strerror})") from None
+        save_figure(fig, plot, "--plot", dpi=110, bbox_inches="tight")
     table = _json_or_table(result, as_json, f"deep run ({field}, depth {depth}, d={d}, a={balance}, eps={eps}, "
                            f"{init} init, eta={eta}, {steps} steps, seed {seed})", ("initial", "final"))
     if table is None:
@@ -177,7 +157,7 @@ def probability_command(
 def _json_or_table(result: dict, as_json: bool, title: str, value_columns: tuple[str, ...]) -> Table | None:
     """Print ``result`` as JSON (returns ``None``), or start the rich table of its quantities."""
     if as_json:
-        print(json.dumps(_clean(result)))
+        print_json(result)
         return None
     table = Table(title=title)
     table.add_column("quantity")

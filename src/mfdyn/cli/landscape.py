@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import typer
 
 from ..errors import InputError
+from ._json import print_json
 
 
 def _floats(name: str, text: str) -> list[float]:
@@ -68,14 +68,14 @@ def critical_points_command(
               "offending": offending}
     if count:
         if as_json:
-            print(json.dumps(header))
+            print_json(header)
         else:
             print(f"{total} critical point classes (y* = {th.y_star:.6g}, ybar = {th.y_bar:.6g}, "
                   f"no non-strict saddles: {ok})")
         return 0
     points = critical_points(problem, limit=limit, verify=verify)
     if as_json:
-        print(json.dumps({**header, "points": [p.as_dict() for p in points]}))
+        print_json({**header, "points": [p.as_dict() for p in points]})
         return 0
     from rich.console import Console
     from rich.table import Table

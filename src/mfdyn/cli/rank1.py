@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError
+from ._json import print_json, to_jsonable
 
 rank1_app = typer.Typer(help="Rank-1 GD dynamics: critical step size, balanced 2-cycle, periodic orbits.",
                         no_args_is_help=True)
@@ -39,29 +40,14 @@ def _problem(target: float, quartic: float, sigma: Optional[float]) -> Any:
     return MatrixFactorization(np.diag([1.0, sigma]), 1)
 
 
-def _clean(x: Any) -> Any:
-    """JSON-safe: numpy -> Python, non-finite floats -> null."""
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple, np.ndarray)):
-        return [_clean(v) for v in (x.tolist() if isinstance(x, np.ndarray) else x)]
-    if isinstance(x, (np.floating, float)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
-
-
 def _emit(data: dict, as_json: bool, title: str) -> None:
     if as_json:
-        print(json.dumps(_clean(data)))
+        print_json(data)
         return
     table = Table(title=title)
     table.add_column("quantity")
     table.add_column("value")
-    for key, value in _clean(data).items():
+    for key, value in to_jsonable(data).items():
         table.add_row(key, json.dumps(value) if isinstance(value, (list, dict)) else str(value))
     Console().print(table)
 
@@ -103,7 +89,7 @@ def orbits_cmd(eta: float = typer.Option(..., "--eta"), period: int = typer.Opti
     problem = _problem(target, quartic, sigma)
     orbits = rank1.periodic_orbits(problem, eta, period, seeds=seeds, scale=scale)
     if as_json:
-        print(json.dumps(_clean(dict(eta=eta, period=period, orbits=[o.as_dict() for o in orbits]))))
+        print_json(dict(eta=eta, period=period, orbits=[o.as_dict() for o in orbits]))
         return
     table = Table(title=f"period-{period} orbits at eta={eta:g} ({len(orbits)} found)")
     for col in ("first point", "|multipliers|", "stable"):
@@ -136,7 +122,7 @@ def verify_cmd(formula: str = typer.Option(..., "--formula", help="I(delta; z) i
     cert = cz.Certificate.from_formula(formula, cz.coordinate_names(problem), bracket=(lo, hi))
     report = cert.verify(problem, eta, cz.Region.parse(region), samples=samples, seed=seed)
     if as_json:
-        print(json.dumps(_clean(report.as_dict())))
+        print_json(report.as_dict())
     else:
         Console().print(report.summary())
     return 0 if report.admissible else 1

@@ -34,6 +34,9 @@ def reproduce(
     if quick and full:
         raise InputError("--quick and --full are exclusive")
     scale = "quick" if quick else "full" if full else "default"
+    if jobs < 0:
+        raise InputError(f"--jobs must be >= 0, got {jobs}")
+    chosen = select(only)  # (bad options are refused before --out is created)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -41,9 +44,6 @@ def reproduce(
         probe.unlink()
     except OSError as exc:
         raise InputError(f"--out {out} is not a writable folder ({exc.strerror})") from None
-    if jobs < 0:
-        raise InputError(f"--jobs must be >= 0, got {jobs}")
-    chosen = select(only)
     jobs = min(jobs or os.cpu_count() or 1, len(chosen))
     console = Console(stderr=True)
     results = {}

@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import inspect
-import json
 import math
 import time
 from pathlib import Path
@@ -49,6 +48,8 @@ from ..errors import InputError
 from ..problems import DeepFactorization, MatrixFactorization, ScalarFactorization, SymmetricFactorization
 from ..pytree import PyTree
 from ..trajectory import Trajectory
+from ._figures import check_figure_path, save_figure
+from ._json import print_json
 
 DEFAULT_RECORD = "loss,grad_norm,imbalance_norm"
 
@@ -266,25 +267,6 @@ OUTPUT_OPTIONS = (
 
 
 # ---- results ------------------------------------------------------------------------------------
-def to_jsonable(x: Any) -> Any:
-    """Arrays and pytrees -> nested lists; complex -> ``[re, im]``; non-finite floats -> ``None``."""
-    if isinstance(x, dict):
-        return {str(k): to_jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [to_jsonable(v) for v in x]
-    if isinstance(x, (str, bool)) or x is None:
-        return x
-    arr = np.asarray(x)
-    if arr.ndim:
-        return [to_jsonable(v) for v in arr]
-    if np.iscomplexobj(arr):
-        return [to_jsonable(arr.real), to_jsonable(arr.imag)]
-    if np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool:
-        return arr.item()
-    value = float(arr)
-    return value if math.isfinite(value) else None
-
-
 _evaluate = jax.jit(obs.evaluate, static_argnames=("names",))
 
 
@@ -319,7 +301,7 @@ def write_csv(traj: Trajectory, path: Path) -> None:
 def write_plot(traj: Trajectory, path: Path) -> None:
     from ..plot import plot_trajectory
 
-    plot_trajectory(traj).savefig(path, dpi=120)
+    save_figure(plot_trajectory(traj), path, "--plot", dpi=120)
 
 
 def check_writable(option_name: str, path: Path | None) -> None:
@@ -356,7 +338,7 @@ def run_command(method: Method, family: Family, options: dict[str, Any]) -> int:
     """Build the family's problem, run the method, and write table / JSON / CSV / PNG."""
     record = parse_names("--record", options["record"])
     check_writable("--csv", options["csv_path"])
-    check_writable("--plot", options["plot_path"])
+    check_figure_path("--plot", options["plot_path"])
     problem, params0, problem_config = family.build(**{p.name: options[p.name] for p in family.options})
     start = time.perf_counter()
     with Console(stderr=True).status(f"running {method.name} on {family.name}", spinner="dots"):
@@ -376,7 +358,7 @@ def run_command(method: Method, family: Family, options: dict[str, Any]) -> int:
     )
     if options["as_json"]:
         recorded = {traj.axis_name: traj.axis, **traj.observables}
-        print(json.dumps(to_jsonable(result | {"recorded": recorded}), allow_nan=False))
+        print_json(result | {"recorded": recorded})
     else:
         print_table(result, len(traj.axis))
     return 0

@@ -22,7 +22,6 @@ Config (TOML)::
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import tomllib
@@ -34,6 +33,7 @@ import numpy as np
 import typer
 
 from ..errors import InputError
+from ._json import print_json
 
 FAMILIES = {
     "scalar": ("ScalarFactorization", ("target", "quartic")),
@@ -178,7 +178,7 @@ def sweep_command(
                "outcomes": {str(k): int(c) for k, c in zip(labels, counts)}, "seconds": round(seconds, 3),
                "store": None if store is None else str(store)}
     if as_json:
-        print(json.dumps(summary))
+        print_json(summary)
     else:
         from rich.console import Console
         from rich.table import Table
@@ -223,6 +223,9 @@ def _select(ds, sel: list[str]):
         name, value = item.split("=", 1)
         if name not in ds.coords and name not in ds.dims:
             raise InputError(f"--sel {name!r} is not an axis; axes: {', '.join(map(str, ds.coords))}")
+        if name in ds.coords and not ds[name].dims:
+            raise InputError(f"--sel {name}: already at one value ({name} = {ds[name].values.item():g}) after the "
+                             f"selections before it")
         dim = ds[name].dims[0] if name in ds.coords else name
         if name not in ds.coords and not value.startswith("#"):
             raise InputError(f"--sel {name}: a zipped dimension is selected by index, e.g. {name}=#0")
@@ -237,9 +240,12 @@ def _select(ds, sel: list[str]):
             ds = ds.isel({dim: index})
         else:
             try:
-                idx = int(np.argmin(np.abs(ds[name].values - float(value))))
+                target = float(value)
             except ValueError:
                 raise InputError(f"--sel {name}: {value!r} is not a number") from None
+            if not np.isfinite(target):
+                raise InputError(f"--sel {name}: {value!r} is not a finite number")
+            idx = int(np.argmin(np.abs(ds[name].values - target)))
             ds = ds.isel({dim: idx})
     return ds
 
@@ -259,10 +265,9 @@ def _one_plane(ds, var: str, x: str, y: str):
 
 
 def _save(fig, out: Path) -> None:
-    try:
-        fig.savefig(out, dpi=150, bbox_inches="tight")
-    except OSError as exc:
-        raise InputError(f"-o {str(out)!r} cannot be written ({exc.strerror})") from None
+    from ._figures import save_figure
+
+    save_figure(fig, out, "-o", dpi=150, bbox_inches="tight")
     print(str(out))
 
 

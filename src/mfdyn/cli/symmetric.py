@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -11,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError
+from ._json import print_json
 
 sub = typer.Typer(help="Symmetric low-rank gradient flow X' = (M - X X^T) X (seed 003).", no_args_is_help=True)
 
@@ -59,7 +59,7 @@ def equilibria_command(
     if as_json:
         out = dict(regime=reg._asdict(), eigenvalues=sym.spectrum(problem).eigenvalues.tolist(),
                    equilibria=[e.as_dict() for e in eqs])
-        print(json.dumps(out))
+        print_json(out)
         return
     console = Console()
     console.print(f"regime: [bold]{reg.name}[/bold] (r = {reg.rank}, r0 = {reg.r0}); {len(eqs)} equilibrium classes")
@@ -108,7 +108,7 @@ def rates_command(
     else:
         result = sym.closed_form_rates(problem, X0, default_times(t1)[1:])
     if as_json:
-        print(json.dumps(dict(method=method, t1=t1, seed=seed, scale=scale, **result.as_dict())))
+        print_json(dict(method=method, t1=t1, seed=seed, scale=scale, **result.as_dict()))
         return
     console = Console()
     console.print(f"regime: [bold]{result.regime.name}[/bold] (r = {result.regime.rank}, r0 = {result.regime.r0}), "
