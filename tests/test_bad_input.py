@@ -47,6 +47,20 @@ CASES = [
     ("flow unknown solver", lambda: mfdyn.flow(GOOD_SCALAR, (1.0, 1.0), 1.0, solver="euler"), "solver"),
     ("momentum negative", lambda: mfdyn.gd(GOOD_SCALAR, (1.0, 1.0), 0.1, 5, momentum=-0.5), "momentum"),
     ("unflatten wrong size", lambda: GOOD_SCALAR.unflatten(np.zeros(3)), "vector"),
+    ("gd of no problem", lambda: mfdyn.gd(None, (1.0, 1.0), 0.1, 5), "problem must be an mfdyn problem, got NoneType"),
+    ("flow of no problem", lambda: mfdyn.flow(3, (1.0, 1.0), 1.0), "problem must be an mfdyn problem, got int"),
+    ("record None", lambda: mfdyn.gd(GOOD_SCALAR, (1.0, 1.0), 0.1, 5, record=None), "record must be"),
+    ("X empty", lambda: mfdyn.MatrixFactorization(np.zeros((0, 2)), 1), "X must not be empty, got shape (0, 2)"),
+    ("M empty", lambda: mfdyn.SymmetricFactorization(np.zeros((0, 0)), 1), "M must not be empty"),
+    ("Y empty", lambda: mfdyn.DeepFactorization(np.zeros((0, 2)), 2), "Y must not be empty"),
+    ("X ragged", lambda: mfdyn.MatrixFactorization([[1.0, 0.0], [0.0]], 1),
+     "X must be a numeric array with rows of equal length, got [[1.0, 0.0], [0.0]]"),
+    ("weight decay strings", lambda: mfdyn.DeepFactorization(np.eye(2), 2, weight_decay=["a", "b"]),
+     "weight_decay must be numeric"),
+    ("steps beyond int64", lambda: mfdyn.gd(GOOD_SCALAR, (1.0, 1.0), 0.1, 2**63), "steps must be below 2**63"),
+    ("seed beyond int64", lambda: GOOD_SCALAR.init(2**64), "seed must be below 2**63"),
+    ("equilibria of another family", lambda: mfdyn.symmetric.equilibria(GOOD_SCALAR),
+     "problem must be a SymmetricFactorization, got ScalarFactorization"),
 ]
 
 

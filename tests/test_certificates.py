@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import re
+
 import numpy as np
 import pytest
 
@@ -31,6 +33,8 @@ def test_formula_evaluates_like_python_and_names_unknown_symbols():
         cz.Certificate.from_formula("a.__class__ - delta")
     with pytest.raises(InputError, match="non-empty"):
         cz.Certificate.from_formula("  ")
+    with pytest.raises(InputError, match=re.escape("formula is not finite: 'a/0 - delta' simplifies to zoo*a - delta")):
+        cz.Certificate.from_formula("a/0 - delta")
     names = cz.coordinate_names(MatrixFactorization(np.eye(2), 1))
     assert names == ("u1", "u2", "v1", "v2")
     cz.Certificate.from_formula("u1*v2 - u2*v1 - delta", names)

@@ -156,3 +156,13 @@ def test_flow_blow_up_is_diverged_but_running_out_of_steps_is_unfinished():
     slow = mfdyn.flow(mfdyn.ScalarFactorization(), (1.0, 0.5), 1e3, solver="tsit5", max_steps=20)
     assert slow.diverged_at is None and slow.status.startswith("unfinished: max_steps=20")
     assert 0 < slow.times.size < 257 and np.all(np.isfinite(slow["loss"]))
+
+
+def test_default_times_end_at_t1():
+    from mfdyn.dynamics import default_times
+
+    np.testing.assert_array_equal(default_times(100.0, 1), [100.0])
+    np.testing.assert_array_equal(default_times(100.0, 2), [0.0, 100.0])
+    for n in (3, 257):
+        times = default_times(100.0, n)
+        assert times.size == n and times[0] == 0.0 and times[-1] == 100.0 and np.all(np.diff(times) > 0)

@@ -25,6 +25,7 @@ def test_quick_reproduction_runs_every_experiment_without_error(quick_report):
     for name in EXPERIMENTS:
         assert f"## {name}:" in markdown
     assert "**ERROR**" not in markdown
+    assert "np.int64(" not in markdown and "np.float64(" not in markdown  # numbers shown as numbers
 
 
 def test_claims_json_is_the_claims_table(quick_report):
@@ -50,6 +51,10 @@ def test_reproduce_bad_input(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("error: ") for line in err)
     assert "no_such_experiment" in err[0] and "--out" in err[2]
+    # options are checked before --out is created
+    for args in (["--jobs", "-1"], ["--only", "no_such_experiment"]):
+        assert main(["reproduce", "--quick", *args, "--out", str(tmp_path / "new")]) == 2
+        assert not (tmp_path / "new").exists()
 
 
 def test_slow_balanced_runs_are_accounted_for_by_the_plateau_law_or_not():

@@ -696,6 +696,10 @@ def test_deep_weight_decay_broadcast_and_params0():
     ({"eta": [0.1], "a": [1.0], "b": [1.0]}, 10, {"keep_orbit": 11}, "keep_orbit must be <= steps"),
     ({"eta": [0.1], "a": [1.0], "b": [1.0]}, 10, {"store": "/nonexistent-dir/x.zarr"}, "not writable"),
     ({"eta": [0.1], "a": [1.0], "b": [1.0]}, 10, {"scheduler": 3}, "scheduler must be"),
+    ({"eta": [0.1], "a": [1.0], "b": [1.0]}, 10, {"store": 5}, "store must be a path (a non-empty str or os.PathLike), got 5"),
+    ({"eta": [0.1], "seed": [2.0**63]}, 10, {}, "axis 'seed' must hold integers below 2**63, got 9.223372036854776e+18"),
+    ({"eta": [0.5], "coord": mfdyn.zipped(a=[0.3, 0.4], b=[1.0, 1.1])}, 10, {}, "axis name 'coord' is taken by the results"),
+    ({"eta": [0.5], "init": mfdyn.zipped("orbit_step", a=[1.0], b=[1.0])}, 10, {}, "axis name 'orbit_step' is taken"),
 ])
 def test_bad_input(axes, steps, kwargs, fragment):
     with pytest.raises(InputError, match=re.escape(fragment)):
@@ -708,6 +712,70 @@ def test_bad_factory():
     with pytest.raises(InputError, match="X must be finite|X must"), np.errstate(divide="ignore"):  # 1/0 on purpose
         mfdyn.sweep(lambda sigma: mfdyn.MatrixFactorization(np.diag([1.0, np.divide(1.0, sigma)]), 1),
                     {"sigma": [1.0, 0.0], "eta": [0.1]}, 5, progress=False)
+
+
+def test_factory_of_the_scalar_family():
+    """A factory building the scalar family (its quartic term specialized away at 0) gives the bits
+    of the same sweep over the problem's own ``target`` field."""
+    axes = {"eta": [0.3, 1.1], "a": [0.5, 2.0], "b": [1.5], "target": [0.5, 2.0]}
+    by_factory = mfdyn.sweep(lambda target: mfdyn.ScalarFactorization(target), axes, 60, chunk=CHUNK, progress=False)
+    by_field = mfdyn.sweep(SCALAR, axes, 60, chunk=CHUNK, progress=False)
+    for name in ("final_params", "steps_to_converge", "diverged_at", "outcome"):
+        np.testing.assert_array_equal(by_factory[name].values, by_field[name].values)
+
+
+@pytest.mark.parametrize("factory, operation", [
+    (lambda s: mfdyn.MatrixFactorization(np.diag([1.0, float(s)]), 1), "concrete value"),
+    (lambda s: mfdyn.MatrixFactorization(np.diag([1.0, s]), 1), "__array__"),
+])
+def test_untraceable_factory_is_refused(factory, operation):
+    """The kernel traces the factory: one that needs concrete numbers is refused before any chunk runs."""
+    with pytest.raises(InputError, match=r"problem factory cannot take traced values of the swept constants \['s'\].*"
+                       + re.escape(operation)):
+        mfdyn.sweep(factory, {"eta": [0.1], "s": [0.5, 2.0]}, 5, progress=False)
+
+
+def test_momentum_axis_at_zero_is_plain_gd():
+    """Heavy-ball rows with momentum 0 compute the plain GD step bit for bit (Polyak's form adds
+    ``0 v`` to ``z - eta g``), chaotic step sizes included, where any rounding difference grows."""
+    rng = np.random.default_rng(5)
+    axes = {"eta": np.concatenate([rng.uniform(0.05, 1.6, 6), [1.5]]), "a": rng.uniform(0.1, 3.0, 4), "b": [0.3, 0.9]}
+    plain = mfdyn.sweep(SCALAR, axes, 300, chunk=CHUNK, progress=False)
+    heavy = mfdyn.sweep(SCALAR, {**axes, "momentum": [0.0, 0.5]}, 300, chunk=CHUNK, progress=False).isel(momentum=0)
+    for name in ("final_params", "steps_to_converge", "diverged_at", "period", "outcome"):
+        np.testing.assert_array_equal(heavy[name].values, plain[name].values)
+
+
+def first_converged_step(eta, a, b, momentum, steps, tol, y=1.0):
+    """Slow reference: Polyak's heavy ball on the scalar family in NumPy, tested after every step."""
+    z, v = np.array([a, b]), np.zeros(2)
+    for t in range(steps + 1):  # (a diverging run goes on in inf and nan, never passing the test)
+        psi = z[0] * z[1] - y
+        g = psi * z[::-1]
+        if np.linalg.norm(g) <= tol and np.linalg.norm(v) <= tol:
+            return t
+        new = z - eta * g + momentum * v
+        z, v = new, new - z
+    return -1
+
+
+def test_momentum_steps_to_converge_is_the_first_step():
+    """Under momentum ||grad f|| and ||v|| pass the test at step 127 and fail it again at 128 on this
+    trajectory (found by an audit): the first step is found whatever ``check_every``, as by a slow loop
+    that tests every step."""
+    eta, a, b, m = 0.7025778612133695, 0.3284964488074384, 0.7671658350805936, 0.7
+    assert first_converged_step(eta, a, b, m, 300, 1e-10) == 127
+    axes = {"eta": [eta], "a": [a], "b": [b], "momentum": [m]}
+    for every in (1, 5, 16):
+        ds = mfdyn.sweep(SCALAR, axes, 300, tol=1e-10, check_every=every, chunk=CHUNK, progress=False)
+        assert int(ds.steps_to_converge.values.ravel()[0]) == 127
+    rng = np.random.default_rng(2)
+    axes = {"eta": rng.uniform(0.05, 1.0, 3), "a": rng.uniform(0.1, 3.0, 12), "b": [0.7], "momentum": [0.4, 0.8]}
+    ds = mfdyn.sweep(SCALAR, axes, 400, tol=1e-10, chunk=CHUNK, progress=False)
+    with np.errstate(all="ignore"):
+        want = np.vectorize(lambda e, a_, m_: first_converged_step(e, a_, 0.7, m_, 400, 1e-10))(
+            ds.eta.values[:, None, None, None], ds.a.values[None, :, None, None], ds.momentum.values[None, None, None, :])
+    np.testing.assert_array_equal(ds.steps_to_converge.values, want)
 
 
 DEADLOCK_CHECK = """

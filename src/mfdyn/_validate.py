@@ -22,8 +22,14 @@ def is_traced(x: Any) -> bool:
 
 def describe(value: Any) -> str:
     """A short one-line rendering of a value for error messages."""
-    if np.ndim(value):
+    try:
+        rank = np.ndim(value)
+    except ValueError:  # (a ragged nested list: shown as it is)
+        rank = -1
+    if rank > 0:
         text = np.array2string(np.asarray(value), threshold=8, edgeitems=2)
+    elif rank < 0:
+        text = repr(value)
     else:  # (a NumPy scalar or 0-d array as its Python value: nan, not array(nan) or np.float64(nan))
         text = repr(value.item() if isinstance(value, (np.ndarray, np.generic)) else value)
     text = " ".join(str(text).split())
@@ -36,6 +42,9 @@ def finite_array(name: str, value: Any, *, ndim: int | None = None, allow_comple
         return value
     try:
         arr = np.asarray(value)
+    except ValueError as exc:  # (ragged nesting: rows of different lengths)
+        what = "a numeric array with rows of equal length" if "inhomogeneous" in str(exc) else f"numeric ({exc})"
+        raise InputError(f"{name} must be {what}, got {describe(value)}") from None
     except Exception as exc:  # noqa: BLE001 - any conversion failure is bad input
         raise InputError(f"{name} must be numeric, got {describe(value)} ({exc})") from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
@@ -65,6 +74,9 @@ def finite_scalar(name: str, value: Any, *, positive: bool = False, nonnegative:
     return value
 
 
+INT64_LIMIT = 2**63
+
+
 def integer(name: str, value: Any, *, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         if isinstance(value, float) and value.is_integer():
@@ -74,6 +86,15 @@ def integer(name: str, value: Any, *, minimum: int | None = None) -> int:
     value = int(value)
     if minimum is not None and value < minimum:
         raise InputError(f"{name} must be >= {minimum}, got {value}")
+    if not -INT64_LIMIT <= value < INT64_LIMIT:  # (steps, seeds and counts are int64 in the kernels)
+        raise InputError(f"{name} must be below 2**63 in magnitude, got {value}")
+    return value
+
+
+def instance(name: str, value: Any, cls: type | tuple[type, ...], what: str) -> Any:
+    """``value`` if it is an instance of ``cls`` (``what`` says what it must be, e.g. "an mfdyn problem")."""
+    if not isinstance(value, cls):
+        raise InputError(f"{name} must be {what}, got {type(value).__name__}")
     return value
 
 

@@ -40,7 +40,10 @@ def get(name: str) -> Observable:
 def check_names(names: Any) -> tuple[str, ...]:
     if isinstance(names, str):
         names = (names,)
-    names = tuple(names)
+    try:
+        names = tuple(names)
+    except TypeError:
+        raise InputError(f"record must be a name or a sequence of observable names, got {names!r}") from None
     for n in names:
         get(n)
     return names

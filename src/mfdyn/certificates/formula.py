@@ -78,6 +78,8 @@ def parse(text: str, variables: Sequence[str], constants: Sequence[str] = ()) ->
         raise InputError(f"formula has a syntax error: {text!r} ({type(exc).__name__})") from None
     if not isinstance(expr, sympy.Expr):
         raise InputError(f"formula must be a scalar expression, got {text!r}")
+    if expr.has(sympy.zoo, sympy.oo, -sympy.oo, sympy.nan):
+        raise InputError(f"formula is not finite: {text!r} simplifies to {expr}")
     return expr
 
 

@@ -81,6 +81,7 @@ def search(problem: Any, eta: float, template: QuadraticTemplate, region: Region
     c0 = np.eye(template.size)[0] if initial is None else np.asarray(initial, dtype=float)
     if c0.shape != (template.size,) or not np.all(np.isfinite(c0)) or not np.any(c0):
         raise InputError(f"initial must be {template.size} finite coefficients, not all zero; got {initial!r}")
+    seed = v.integer("seed", seed, minimum=0)
     rng = np.random.default_rng(seed)
     zs = region.sample(samples, rng)
     if zs.shape[0] == 0:

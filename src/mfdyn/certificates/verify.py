@@ -130,6 +130,7 @@ def verify(cert: Certificate, problem: Any, eta: float, region: Region, *, sampl
     """Search for violations of nestedness, boundary-inwardness and state monotonicity on ``region``."""
     v.finite_scalar("eta", eta, positive=True)
     samples = v.integer("samples", samples, minimum=8)
+    seed = v.integer("seed", seed, minimum=0)
     v.finite_scalar("tol", tol, nonnegative=True)
     if not isinstance(region, Region):
         raise InputError(f"region must be a mfdyn.certificates.Region, got {type(region).__name__}")

@@ -54,7 +54,8 @@ def incremental(ctx: Context) -> None:
         traj, st = deep.track(problem, problem.init(0, scale=eps, kind=kind), eta, steps, every=every)
         s = np.diag(Y)
         psv = traj["product_singular_values"]  # (records, d), descending; s is descending too
-        escape = [traj.steps[i] if (i := _first_index(psv[:, k] >= 0.5 * s[k])) is not None else np.nan for k in range(d)]
+        escape = [int(traj.steps[i]) if (i := _first_index(psv[:, k] >= 0.5 * s[k])) is not None else np.nan
+                  for k in range(d)]  # (Python numbers: the report shows [40, 100, ...])
         main, skew = traj["hermitian_main_term"], traj["skew_error"]
         final_loss = float(traj["loss"][-1])
         ctx.at_most(f"{name} target (d={d}): final loss after {steps} GD steps", final_loss, 1e-10)

@@ -71,7 +71,12 @@ def weight_decay_product(depth: int, weight_decay: Any) -> float:
             f"weight_decay must be > 0 for a census (lambda = 0 makes critical points non-isolated: "
             f"whole rescaling orbits), got {wd.tolist()}"
         )
-    return float(np.prod(wd))
+    with np.errstate(over="ignore", under="ignore"):
+        lam = float(np.prod(wd))
+    if not np.isfinite(lam) or lam < np.finfo(float).tiny:  # (overflowed, or underflowed to 0 or a subnormal)
+        raise InputError(f"weight_decay: the product lambda = prod_l lambda_l = 10^{np.sum(np.log10(wd)):.4g} is "
+                         f"outside float64's range; the census needs it finite and normal")
+    return lam
 
 
 def thresholds(depth: int, weight_decay: Any) -> Thresholds:
@@ -126,12 +131,16 @@ def positive_roots(y: float, th: Thresholds) -> tuple[Root, ...]:
     if y < th.y_star:
         return ()
     f = lambda s: g_poly(s, y, L, lam)  # noqa: E731
-    upper = (math.sqrt(lam) * y) ** (1.0 / L)  # g(upper) = lambda > 0
-    if f(th.s_star) >= 0:  # y within rounding of y*: g's minimum not resolved below zero
-        return (_root("s*", th.s_star, y, L, lam),)
-    t1 = _bracketed(f, 0.0, th.s_star)
-    t2 = _bracketed(f, th.s_star, max(upper, th.s_star))
-    return (_root("t1", t1, y, L, lam), _root("t2", t2, y, L, lam))
+    try:
+        upper = (math.sqrt(lam) * y) ** (1.0 / L)  # g(upper) = lambda > 0
+        if f(th.s_star) >= 0:  # y within rounding of y*: g's minimum not resolved below zero
+            return (_root("s*", th.s_star, y, L, lam),)
+        t1 = _bracketed(f, 0.0, th.s_star)
+        t2 = _bracketed(f, th.s_star, max(upper, th.s_star))
+        return (_root("t1", t1, y, L, lam), _root("t2", t2, y, L, lam))
+    except OverflowError:
+        raise InputError(f"singular value y = {y:g} is too large for a census at depth {L} with lambda = {lam:g}: "
+                         f"g(s) = s^(2L-2) - sqrt(lambda) y s^(L-2) + lambda overflows float64") from None
 
 
 def is_at(y: float, threshold: float) -> bool:

@@ -189,6 +189,8 @@ def as_float(name: str, value: Any, *, positive: bool = False, nonnegative: bool
 
 def as_matrix(name: str, value: Any, *, allow_complex: bool = False, dtype: Any = jnp.float64) -> jax.Array:
     v.finite_array(name, value, ndim=2, allow_complex=allow_complex)
+    if 0 in np.shape(value):
+        raise InputError(f"{name} must not be empty, got shape {np.shape(value)}")
     return jnp.asarray(value, dtype=dtype)
 
 

@@ -65,6 +65,8 @@ class DeepFactorization(Problem):
         self.field = v.choice("field", field, ("real", "complex"))
         self.depth = v.integer("depth", depth, minimum=1)
         v.finite_array("Y", Y, ndim=2, allow_complex=(field == "complex"))
+        if 0 in np.shape(Y):
+            raise InputError(f"Y must not be empty, got shape {np.shape(Y)}")
         dtype = jnp.complex128 if field == "complex" else jnp.float64
         self.Y = jnp.asarray(Y, dtype=dtype)
         d_out, d_in = self.Y.shape
@@ -83,6 +85,8 @@ class DeepFactorization(Problem):
         self.widths = tuple(int(w) for w in widths)
         wd = weight_decay
         if not v.is_traced(wd):
+            if np.ndim(wd):
+                v.finite_array("weight_decay", wd, allow_complex=False)
             wd_arr = np.asarray(wd, dtype=float) if np.ndim(wd) else np.full(self.depth, float(v.finite_scalar("weight_decay", wd)))
             if wd_arr.shape != (self.depth,):
                 raise InputError(f"weight_decay must be a scalar or have {self.depth} entries, got shape {wd_arr.shape}")

@@ -58,10 +58,15 @@ def _quartic(problem: Any) -> float:
 
 
 def closed_form_products(y: float, eta: float) -> np.ndarray:
-    """``(s_-, s_+)`` of the ``mu = 0`` balanced 2-cycle (MATH.md §1); needs ``eta y > 1``."""
+    """``(s_-, s_+)`` of the ``mu = 0`` balanced 2-cycle (MATH.md §1); needs ``eta y > 1``.
+
+    ``s_-+ = y (t + 1 -+ R) / (2t)``, ``t = eta y``, ``R = sqrt((t - 1)(t + 3))``; ``s_-`` is evaluated
+    as ``y 2 / (t (t + 1 + R))`` (the same number, as ``(t + 1)^2 - R^2 = 4``), free of the
+    cancellation in ``t + 1 - R`` that loses all digits of ``s_-`` for large ``t``."""
     t = eta * y
-    root = np.sqrt((t - 1.0) * (t + 3.0))
-    return y * np.array([(t + 1.0 - root) / (2.0 * t), (t + 1.0 + root) / (2.0 * t)])
+    root = np.sqrt(t - 1.0) * np.sqrt(t + 3.0)
+    with np.errstate(over="ignore", under="ignore"):  # (beyond float64's range: 0 or inf, refused by two_cycle)
+        return y * np.array([2.0 / (t * (t + 1.0 + root)), (t + 1.0 + root) / (2.0 * t)])
 
 
 def closed_form_multipliers(problem: Any, eta: float) -> dict | None:
@@ -168,7 +173,11 @@ def two_cycle(problem: Any, eta: float, method: str = "auto") -> TwoCycle:
             )
         closed = closed_form_multipliers(problem, eta) if method != "numeric" else None
         kind = "closed form" if closed is not None else "numeric"
-        return _make_cycle(problem, eta, float(closed_form_products(y, eta)[0]), kind, closed)
+        low, high = closed_form_products(y, eta)
+        if not (low >= np.finfo(float).tiny and np.isfinite(high * eta * y)):
+            raise InputError(f"eta={eta:g} is too large for the 2-cycle in float64: its products "
+                             f"s_- = {low:.3g}, s_+ = {high:.3g} (and the multipliers, ~ (eta y)^2) leave float64's range")
+        return _make_cycle(problem, eta, float(low), kind, closed)
     cycles = balanced_two_cycles(problem, eta)
     if not cycles:
         raise InputError(

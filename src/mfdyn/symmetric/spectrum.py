@@ -75,6 +75,10 @@ class Spectrum:
 
 def spectrum(problem: Any) -> Spectrum:
     """Eigen-decomposition of ``problem.M`` with zeros and ties snapped (see module docstring)."""
+    from ..problems import SymmetricFactorization
+
+    if not isinstance(problem, SymmetricFactorization):
+        raise InputError(f"problem must be a SymmetricFactorization, got {type(problem).__name__}")
     M = np.asarray(problem.M, dtype=float)
     evals, evecs = np.linalg.eigh(M)
     order = np.argsort(evals)[::-1]
