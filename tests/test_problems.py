@@ -245,3 +245,18 @@ def test_scalar_quadratic_loss_overflows_only_with_the_residual():
             t += 1
             break
     assert traj.diverged_at == t
+
+
+def test_scalar_psi_order_of_products():
+    """``psi = r + 4 ((mu r) r) r``: the bits of ``r + ((4 mu r) r) r`` (the factor 4 is exact), and
+    exactly 0 at ``r = 0`` even where ``4 mu`` overflows (it was NaN there)."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=200) * 3, rng.normal(size=200) * 3
+    for mu in (0.1, 2.5, 1e-3):
+        problem = mfdyn.ScalarFactorization(1.0, mu)
+        r = a * b - 1.0
+        old = jnp.asarray(r) + 4.0 * mu * jnp.asarray(r) * r * r
+        np.testing.assert_array_equal(np.asarray(jax.vmap(problem.psi)((jnp.asarray(a), jnp.asarray(b)))), old)
+    huge = mfdyn.ScalarFactorization(1.0, 1e308)
+    assert float(huge.psi((jnp.asarray(1.0), jnp.asarray(1.0)))) == 0.0
+    assert np.all(np.isfinite(np.asarray(huge.grad((jnp.asarray(1.0), jnp.asarray(1.0))))))

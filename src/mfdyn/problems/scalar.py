@@ -55,13 +55,14 @@ class ScalarFactorization(Problem):
     def psi(self, params: ScalarParams) -> jax.Array:
         """Derivative of the loss in the product ``ab``: ``psi = r + 4 mu r^3``.
 
-        Evaluated as ``r + ((4 mu r) r) r`` so that ``mu = 0`` gives exactly ``r`` even where ``r^3``
+        Evaluated as ``r + 4 ((mu r) r) r`` so that ``mu = 0`` gives exactly ``r`` even where ``r^3``
         would overflow (``0 * inf`` is NaN): the pure quadratic loss then overflows only when ``r``
-        itself does, as it should."""
+        itself does, as it should; and ``r = 0`` gives exactly 0 even for a ``mu`` whose ``4 mu``
+        overflows. (The factor 4 is exact: the same bits as ``((4 mu r) r) r`` wherever neither overflows.)"""
         r = self.residual(params)
         if self.pure_quadratic:
             return r
-        return r + 4.0 * self.quartic * r * r * r
+        return r + 4.0 * (((self.quartic * r) * r) * r)
 
     def loss(self, params: ScalarParams) -> jax.Array:
         """``r^2 / 2 + mu r^4``, the quartic term as ``((mu r^2) r) r`` (see :meth:`psi`)."""
