@@ -167,3 +167,20 @@ def test_cli_rank1_and_certificate(capsys):
     assert json.loads(capsys.readouterr().out)["admissible"] is True
     assert main(args + ["--formula", "a^2 - zz - delta"]) == 2
     assert "unknown symbol 'zz'" in capsys.readouterr().err
+
+
+def test_state_bisection_resolves_any_bracket_and_checks_the_points():
+    """The bisection runs until the interval is two adjacent floats: a bracket of width 1e300 gives
+    the state to full precision (80 fixed halvings left an error of 1e275). A point must have one
+    coordinate per variable."""
+    wide = cz.Certificate.from_formula("Abs(a^2 - b^2) - delta", bracket=(0.0, 1e300))
+    np.testing.assert_allclose(wide.state([2.0, 1.0]), 3.0, rtol=1e-15)
+    np.testing.assert_allclose(wide.state([[2.0, 1.0], [0.5, 3.0]]), [3.0, 8.75], rtol=1e-15)
+    cert = cz.Certificate.from_formula("Abs(a^2 - b^2) - delta")
+    for z, message in (([2.0], "z must have 2 coordinates (a, b) per point, got shape (1,)"),
+                       ([2.0, 1.0, 5.0], "z must have 2 coordinates (a, b) per point, got shape (3,)"),
+                       ([np.nan, 1.0], "z must be finite")):
+        with pytest.raises(InputError, match=re.escape(message)):
+            cert.state(z)
+    with pytest.raises(InputError, match=re.escape("the certificate has 2 variables (a, b) but the problem has 4")):
+        cz.verify(cert, MatrixFactorization(np.diag([1.0, 0.5]), 1), 0.5, cz.Region.box([(-1, 1)] * 4), samples=64)

@@ -296,6 +296,14 @@ def test_wilson_interval_known_values():
     assert abs(hi - 1.0) < 1e-15 and abs(lo - 256 / (256 + z2)) < 1e-12  # k = n: lower end n / (n + z^2)
     with pytest.raises(mfdyn.InputError, match="successes"):
         deep.wilson_interval(11, 10)
+    for z in (-1.96, float("nan")):
+        with pytest.raises(mfdyn.InputError, match="z must"):
+            deep.wilson_interval(1, 3, z=z)
+    assert deep.probability([True, False, 1, 0])["converged"] == 2
+    for flags, message in ((["a", np.nan, 0.0], "converged must be booleans"), ([np.nan, 1.0], "converged must be booleans"),
+                           ([], "converged must not be empty")):
+        with pytest.raises(mfdyn.InputError, match=message):
+            deep.probability(flags)
 
 
 def test_target_condition_number():

@@ -77,3 +77,9 @@ def test_closed_form_small_hessian_eigs_equal_dense():
         np.testing.assert_allclose(closed, dense, rtol=1e-13, atol=1e-14 * scale)
     one = mfdyn.CustomProblem(lambda p: 3.0 * p[0][0] ** 2, (jnp.zeros(1),))
     np.testing.assert_allclose(obs.extreme_hessian_eigs(one, (jnp.ones(1),)), (6.0, 6.0))
+
+
+def test_closed_form_eigs_refuse_more_than_two_coordinates():
+    problem = mfdyn.MatrixFactorization(np.array([[1.0, 2, 0], [0, 1, 3]]), 2)
+    with pytest.raises(mfdyn.InputError, match="at most 2 coordinates, got 10"):
+        obs.extreme_hessian_eigs(problem, problem.init(0), method="closed_form")

@@ -179,3 +179,22 @@ def test_closed_form_products_keep_their_digits_at_large_step_sizes(eta):
 def test_two_cycle_beyond_float64_is_refused():
     with pytest.raises(InputError, match="too large for the 2-cycle in float64"):
         rank1.two_cycle(ScalarFactorization(1.0), 1e300)
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.1])
+def test_numeric_two_cycle_just_above_the_critical_step(mu):
+    """At eta = (1 + 1e-9)/y float64 rounding makes g(g(s)) - s change sign near the flat fixed point
+    where there is no cycle; the numeric search confirms each sign change in 60-digit arithmetic. Its
+    cycle is the closed form's (mu = 0); at eta_c itself there is none."""
+    problem = ScalarFactorization(1.0, mu)
+    cycle = rank1.two_cycle(problem, 1.0 + 1e-9, method="numeric")
+    if mu == 0.0:
+        np.testing.assert_allclose(cycle.products, rank1.closed_form_products(1.0, 1.0 + 1e-9), rtol=1e-12)
+    else:  # normal form of the period doubling: s_+ - s_- = 2 sqrt((eta - 1) / (1 - 4 mu)) to leading order
+        np.testing.assert_allclose(np.diff(cycle.products)[0], 2 * np.sqrt(1e-9 / (1 - 4 * mu)), rtol=1e-3)
+    assert rank1.balanced_two_cycles(problem, 1.0) == []
+
+
+def test_closed_form_products_below_the_critical_step_are_refused():
+    with pytest.raises(InputError, match="eta y > 1 only, got eta y = 0.5"):
+        rank1.closed_form_products(1.0, 0.5)

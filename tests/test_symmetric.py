@@ -269,3 +269,15 @@ def test_closed_form_with_no_positive_eigenvalue(t):
     Z = sym.closed_form(prob, X0, t)
     expected = [float(scalar_oracle(m, x, t)) for m, x in zip(eigs[:2], (0.8, 1.3))]
     np.testing.assert_allclose(np.diag(Z)[:2], expected, rtol=1e-12, atol=0)
+
+
+def test_spectrum_ties_and_zeros_are_relative_to_the_scale_of_M():
+    """Eigenvalues are snapped to zero or merged relative to ||M|| only: a target of scale 1e-11 has
+    the same regime and equilibria as the same target at scale 1 (an absolute floor of 1e-10 made
+    every eigenvalue zero)."""
+    for scale in (1e-11, 1.0, 1e6):
+        problem = SymmetricFactorization(np.diag([3.0, 2.0, -1.0]) * scale, 1)
+        assert sym.regime(problem) == sym.regime(SymmetricFactorization(np.diag([3.0, 2.0, -1.0]), 1))
+        assert len(sym.equilibria(problem)) == 3
+    close = sym.spectrum(SymmetricFactorization(np.diag([1e-6, 1.00001e-6]), 1)).eigenvalues
+    np.testing.assert_allclose(np.sort(close), [1e-6, 1.00001e-6], rtol=1e-12)

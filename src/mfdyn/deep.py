@@ -425,7 +425,12 @@ def convergence_sweep(
 
 def probability(converged: Any) -> dict:
     """``{n, converged, p, wilson_low, wilson_high}`` for a boolean array (95% Wilson interval)."""
-    flags = np.asarray(converged, dtype=bool).ravel()
+    raw = np.asarray(converged)
+    if raw.dtype != bool and not (np.issubdtype(raw.dtype, np.number) and np.all(np.isin(raw, (0, 1)))):
+        raise InputError(f"converged must be booleans (or 0/1), got {v.describe(raw)}")
+    flags = raw.astype(bool).ravel()
+    if not flags.size:
+        raise InputError("converged must not be empty")
     k, n = int(flags.sum()), int(flags.size)
     lo, hi = wilson_interval(k, n)
     return dict(n=n, converged=k, p=k / n, wilson_low=lo, wilson_high=hi)
@@ -447,6 +452,7 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -
     trials = v.integer("trials", trials, minimum=1)
     if successes > trials:
         raise InputError(f"successes must be <= trials = {trials}, got {successes}")
+    v.finite_scalar("z", z, positive=True)
     p = successes / trials
     denom = 1.0 + z**2 / trials
     center = (p + z**2 / (2 * trials)) / denom

@@ -73,6 +73,8 @@ def imbalance_norm(problem, params):
 def eig_method(n: int, method: str = "auto") -> str:
     """The method :func:`extreme_hessian_eigs` uses for ``n`` real coordinates (``"auto"``: closed
     form up to 2, dense up to ``DENSE_LIMIT``, Lanczos above)."""
+    if method == "closed_form" and n > 2:
+        raise InputError(f"method 'closed_form' is the 2x2 formula: at most 2 coordinates, got {n}")
     if method != "auto":
         return method
     return "closed_form" if n <= 2 else "dense" if n <= DENSE_LIMIT else "lanczos"

@@ -22,7 +22,7 @@ from .. import _validate as v
 from ..errors import InputError
 from . import formula as fml
 
-BISECTION_STEPS = 80
+BISECTION_STEPS = 2200  # at most: halving a float64 interval to two adjacent floats takes < 2100 steps
 
 
 class Kernel(eqx.Module):
@@ -110,7 +110,7 @@ class Certificate(eqx.Module):
 
     def __call__(self, delta: Any, z: Any) -> np.ndarray:
         """``I(delta; z)`` for one point or a batch ``(N, n)`` (``delta`` scalar or ``(N,)``)."""
-        arr = np.asarray(z, dtype=float)
+        arr = self._points(z)
         zs = np.atleast_2d(arr)
         deltas = np.broadcast_to(np.asarray(delta, dtype=float), zs.shape[:1])
         out = np.asarray(_values(self.kernel, jnp.asarray(deltas), jnp.asarray(zs)))
@@ -118,10 +118,21 @@ class Certificate(eqx.Module):
 
     def state(self, z: Any) -> np.ndarray:
         """``delta(z) = inf{delta : I(delta; z) <= 0}`` on the bracket, by bisection; ``(N,)`` for ``(N, n)``."""
-        arr = np.asarray(z, dtype=float)
+        arr = self._points(z)
         single = arr.ndim == 1
         out = np.asarray(states(self.kernel, jnp.atleast_2d(jnp.asarray(arr))))
         return out[0] if single else out
+
+    def _points(self, z: Any) -> np.ndarray:
+        """``z`` as a float array of points, each with one coordinate per variable, finite."""
+        arr = v.finite_array("z", z, allow_complex=False)
+        arr = np.asarray(arr, dtype=float)
+        if arr.ndim not in (1, 2):
+            raise InputError(f"z must be one point (1-D) or (N, n) points, got shape {arr.shape}")
+        if self.variables is not None and arr.shape[-1] != len(self.variables):
+            n = len(self.variables)
+            raise InputError(f"z must have {n} coordinates ({', '.join(self.variables)}) per point, got shape {arr.shape}")
+        return arr
 
     def threshold_for(self, problem: Any, eta: float) -> float | None:
         if self.threshold is None:
@@ -152,16 +163,23 @@ def _bracket(bracket: Sequence[float]) -> tuple[float, float]:
 
 
 def state_one(cert: Kernel, z: jax.Array) -> jax.Array:
-    """Bisection for ``delta(z)`` at one point (jit/vmap-compatible)."""
+    """Bisection for ``delta(z)`` at one point (jit/vmap-compatible), until the interval is two
+    adjacent floats (its midpoint rounds to an end): full precision for any bracket width."""
     lo, hi = cert.bracket
 
-    def body(_, interval):
-        a, b = interval
-        mid = 0.5 * (a + b)
-        inside = cert.value(mid, z) <= 0
-        return jnp.where(inside, a, mid), jnp.where(inside, mid, b)
+    def unresolved(state):
+        i, a, b = state
+        mid = 0.5 * a + 0.5 * b
+        return (i < BISECTION_STEPS) & (mid > a) & (mid < b)
 
-    a, b = jax.lax.fori_loop(0, BISECTION_STEPS, body, (jnp.asarray(lo, jnp.float64), jnp.asarray(hi, jnp.float64)))
+    def body(state):
+        i, a, b = state
+        mid = 0.5 * a + 0.5 * b  # (no overflow for brackets near the float64 limit)
+        inside = cert.value(mid, z) <= 0
+        return i + 1, jnp.where(inside, a, mid), jnp.where(inside, mid, b)
+
+    start = (jnp.asarray(0), jnp.asarray(lo, jnp.float64), jnp.asarray(hi, jnp.float64))
+    _, a, b = jax.lax.while_loop(unresolved, body, start)
     at_lo = cert.value(lo, z) <= 0
     at_hi = cert.value(hi, z) <= 0
     return jnp.where(at_lo, lo, jnp.where(at_hi, b, jnp.inf))

@@ -135,6 +135,9 @@ def verify(cert: Certificate, problem: Any, eta: float, region: Region, *, sampl
     if not isinstance(region, Region):
         raise InputError(f"region must be a mfdyn.certificates.Region, got {type(region).__name__}")
     n = problem.num_coordinates
+    if cert.variables is not None and len(cert.variables) != n:
+        raise InputError(f"the certificate has {len(cert.variables)} variables ({', '.join(cert.variables)}) but the "
+                         f"problem has {n} coordinates")
     if region.low.size != n:
         raise InputError(f"region has {region.low.size} coordinates but the problem has {n}")
     rng = np.random.default_rng(seed)

@@ -64,6 +64,8 @@ def closed_form_products(y: float, eta: float) -> np.ndarray:
     as ``y 2 / (t (t + 1 + R))`` (the same number, as ``(t + 1)^2 - R^2 = 4``), free of the
     cancellation in ``t + 1 - R`` that loses all digits of ``s_-`` for large ``t``."""
     t = eta * y
+    if not t > 1.0:
+        raise InputError(f"the balanced 2-cycle exists for eta y > 1 only, got eta y = {t:g}")
     root = np.sqrt(t - 1.0) * np.sqrt(t + 3.0)
     with np.errstate(over="ignore", under="ignore"):  # (beyond float64's range: 0 or inf, refused by two_cycle)
         return y * np.array([2.0 / (t * (t + 1.0 + root)), (t + 1.0 + root) / (2.0 * t)])
@@ -124,6 +126,44 @@ def _make_cycle(problem: Any, eta: float, s_low: float, method: str, closed: dic
     return TwoCycle(float(eta), np.array([s_low, float(s_high)]), points, mults, floquet, stable, method)
 
 
+CYCLE_DIGITS = 60  # working precision (decimal digits) of the cycle points' refinement
+
+
+def _cycle_point(y: float, mu: float, eta: float, lo: float, hi: float) -> float | None:
+    """The point of a balanced 2-cycle of the product map in ``[lo, hi]``, or ``None`` if there is none.
+
+    ``G(s) = (g(g(s)) - s) / (g(s) - s)`` (its roots are the 2-cycles' points, not the fixed points)
+    is evaluated in ``CYCLE_DIGITS``-digit arithmetic (mpmath; ``y``, ``mu``, ``eta`` are exact
+    binary numbers): near ``eta_c`` float64 rounding makes ``g(g(s)) - s`` change sign where there is
+    no cycle. The root is bisected there to float64 precision."""
+    import mpmath
+
+    with mpmath.workdps(CYCLE_DIGITS):
+        Y, MU, ETA = mpmath.mpf(y), mpmath.mpf(mu), mpmath.mpf(eta)
+
+        def g(s):
+            r = s - Y
+            return s * (1 - ETA * (r + 4 * MU * r**3)) ** 2
+
+        def G(s):
+            once = g(s)
+            return (g(once) - s) / (once - s) if once != s else mpmath.mpf(0)
+
+        a, b = mpmath.mpf(lo), mpmath.mpf(hi)
+        fa, fb = G(a), G(b)
+        if fa == 0 or fb == 0:
+            return float(a if fa == 0 else b)
+        if fa * fb > 0:
+            return None
+        while float(b - a) > 1e-17 * float(b):
+            mid = (a + b) / 2
+            fm = G(mid)
+            if fm == 0:
+                return float(mid)
+            a, fa, b = (mid, fm, b) if fm * fa > 0 else (a, fa, mid)
+        return float((a + b) / 2)
+
+
 def balanced_two_cycles(problem: Any, eta: float) -> list[TwoCycle]:
     """All balanced 2-cycles found on the 1-D product map (any ``mu``), by root bracketing of
     ``g(g(s)) - s`` on ``(0, 6y]`` (refined near ``s = y``), sorted by amplitude ``s_+ - s_-``."""
@@ -140,7 +180,9 @@ def balanced_two_cycles(problem: Any, eta: float) -> list[TwoCycle]:
     vals = h(grid)
     lows: list[float] = []
     for i in np.flatnonzero(np.isfinite(vals[:-1]) & np.isfinite(vals[1:]) & (np.sign(vals[:-1]) * np.sign(vals[1:]) < 0)):
-        s = optimize.brentq(h, grid[i], grid[i + 1], xtol=1e-15 * y, rtol=1e-15, maxiter=200)
+        s = _cycle_point(y, _quartic(problem), eta, grid[i], grid[i + 1])
+        if s is None:
+            continue  # a sign change of rounding noise (near the flat fixed point at eta_c), not a cycle
         image, factor = balanced_map(problem, eta, np.asarray(s))
         image_factor = balanced_map(problem, eta, image)[1]
         if abs(image - s) <= 1e-7 * y or image <= 0 or factor * image_factor <= 0:
@@ -189,8 +231,10 @@ def two_cycle(problem: Any, eta: float, method: str = "auto") -> TwoCycle:
 
 def _has_stable_cycle(problem: Any, eta: float) -> bool:
     if isinstance(problem, MatrixFactorization) or _quartic(problem) == 0.0:
-        y = signal(problem)[0]
-        return eta * y > 1.0 and two_cycle(problem, eta, method="numeric").stable
+        if not eta * signal(problem)[0] > 1.0:
+            return False
+        cycles = balanced_two_cycles(problem, eta)  # (none within float64's reach of eta_c)
+        return bool(cycles) and cycles[0].stable
     return any(c.stable for c in balanced_two_cycles(problem, eta))
 
 

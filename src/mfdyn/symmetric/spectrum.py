@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 
-TIE_RTOL = 1e-10  # relative to max(1, ||M||_2): below it eigenvalues are equal / zero
+TIE_RTOL = 1e-10  # relative to ||M||_2: below it eigenvalues are equal / zero
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +83,7 @@ def spectrum(problem: Any) -> Spectrum:
     evals, evecs = np.linalg.eigh(M)
     order = np.argsort(evals)[::-1]
     evals, evecs = evals[order], evecs[:, order]
-    tol = TIE_RTOL * max(1.0, float(np.max(np.abs(evals))) if evals.size else 1.0)
+    tol = TIE_RTOL * (float(np.max(np.abs(evals))) if evals.size else 0.0)  # (relative: M's scale is free)
     evals = np.where(np.abs(evals) <= tol, 0.0, evals)
     groups, start = [], 0
     for i in range(1, evals.size + 1):
