@@ -198,3 +198,11 @@ def test_numeric_two_cycle_just_above_the_critical_step(mu):
 def test_closed_form_products_below_the_critical_step_are_refused():
     with pytest.raises(InputError, match="eta y > 1 only, got eta y = 0.5"):
         rank1.closed_form_products(1.0, 0.5)
+
+
+def test_minimizer_parameter_is_checked():
+    problem = ScalarFactorization(1.0)
+    np.testing.assert_array_equal(rank1.minimizer(problem, 2.0), [2.0, 0.5])
+    for c, message in ((0.0, "c must be nonzero"), (float("nan"), "c must be finite, got nan")):
+        with pytest.raises(InputError, match=message):
+            rank1.sharpness_on_minimizers(problem, c)

@@ -47,6 +47,9 @@ def signal(problem: Any) -> tuple[float, np.ndarray, np.ndarray]:
 def minimizer(problem: Any, c: float) -> np.ndarray:
     """The global minimizer ``z(c)`` in flat coordinates: ``(c, y/c)`` or ``(c u_1, (s_1/c) v_1)``."""
     s1, u1, v1 = signal(problem)
+    c = float(v.finite_scalar("c", c))
+    if c == 0.0:
+        raise InputError("c must be nonzero (the minimizers are (c, y/c)), got 0.0")
     return np.concatenate([c * u1, (s1 / c) * v1])
 
 
