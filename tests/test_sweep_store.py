@@ -137,3 +137,71 @@ def test_sigkill_and_resume_identical(tmp_path):
     clean = mfdyn.sweep(SCALAR, KILL_AXES, 3000, keep_orbit=3, chunk=48, progress=False)
     _identical(clean, resumed)
     _identical(clean, mfdyn.open_sweep(path))
+
+
+def test_factory_stores_resume_and_refuse_by_what_the_factory_computes(tmp_path):
+    """A factory is recorded by its code (nested functions included, whose ``repr`` holds a memory
+    address), its defaults and bound arguments, and by the problems it builds: the same factory
+    written again resumes; one that builds other problems (through a global it reads) is refused."""
+    axes = {"eta": [0.2, 0.9], "a": [0.5, 1.5], "b": [0.8], "target": [1.0, 2.0]}
+    path = tmp_path / "f.zarr"
+    first = mfdyn.sweep(lambda target: (lambda t: mfdyn.ScalarFactorization(t))(target), axes, 40, chunk=4,
+                        store=path, progress=False)
+    again = mfdyn.sweep(lambda target: (lambda t: mfdyn.ScalarFactorization(t))(target), axes, 40, chunk=4,
+                        store=path, progress=False)
+    _identical(first, again)
+    power = {"p": 1.0}
+    other = lambda target: (lambda t: mfdyn.ScalarFactorization(t ** power["p"]))(target)  # noqa: E731
+    power["p"] = 2.0
+    before = _tree(path)
+    with pytest.raises(InputError, match="problem.factory"):
+        mfdyn.sweep(other, axes, 40, chunk=4, store=path, progress=False)
+    assert _tree(path) == before
+
+
+def test_store_made_meanwhile_by_another_process_is_resumed(tmp_path, monkeypatch):
+    """Two runs of one sweep creating the same store: the one whose rename finds the store already
+    there opens it as an existing store (it used to fail: 'not writable (Directory not empty)')."""
+    import shutil
+
+    store_module = importlib.import_module("mfdyn.sweep.store")
+    winner = tmp_path / "winner.zarr"
+    ref = mfdyn.sweep(SCALAR, AXES, 60, chunk=4, store=winner, progress=False)
+
+    real_replace, target = os.replace, tmp_path / "s.zarr"
+
+    def racing(src, dst):
+        if Path(dst) != target:  # (Zarr's own atomic writes)
+            return real_replace(src, dst)
+        shutil.copytree(winner, dst)  # the other process's rename lands first
+        raise OSError(39, "Directory not empty")
+
+    monkeypatch.setattr(store_module.os, "replace", racing)
+    _identical(ref, mfdyn.sweep(SCALAR, AXES, 60, chunk=4, store=tmp_path / "s.zarr", progress=False))
+
+
+def test_damaged_or_unwritable_stores_are_one_line_errors(tmp_path, monkeypatch):
+    path = tmp_path / "s.zarr"
+    mfdyn.sweep(SCALAR, AXES, 60, chunk=4, store=path, progress=False)
+    (path / "final_loss" / "c" / "1").write_bytes(b"garbage")
+    with pytest.raises(InputError, match=r"store '.*s.zarr' is damaged: RuntimeError"):
+        mfdyn.open_sweep(path)
+    with pytest.raises(InputError, match="is damaged"):
+        mfdyn.sweep(SCALAR, AXES, 60, chunk=4, store=path, progress=False)
+    fresh = tmp_path / "t.zarr"
+    mfdyn.sweep(SCALAR, AXES, 60, chunk=4, store=fresh, progress=False)
+    import shutil
+    shutil.rmtree(fresh / "chunk_done")
+    with pytest.raises(InputError, match="is damaged: KeyError: 'chunk_done'"):
+        mfdyn.open_sweep(fresh)
+    # a store to resume is checked writable before any work
+    partial = tmp_path / "p.zarr"
+    mfdyn.sweep(SCALAR, AXES, 60, chunk=4, store=partial, progress=False)
+    zarr.open_group(partial, mode="r+")["chunk_done"][0] = 0
+
+    def read_only(self, data):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    with pytest.raises(InputError, match="cannot be resumed: it is not writable \\(Read-only file system\\)"):
+        mfdyn.sweep(SCALAR, AXES, 60, chunk=4, store=partial, progress=False)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import types
 import uuid
 from functools import partial
 from typing import Any, Callable, Mapping
@@ -59,18 +60,49 @@ def _describe_value(x: Any) -> Any:
     return repr(x)
 
 
+def _describe_code(code: types.CodeType) -> bytes:
+    """A function body as bytes: its bytecode, constants (nested functions described the same way:
+    the ``repr`` of a code object holds its memory address, which differs from run to run) and names."""
+    consts = [_describe_code(c) if isinstance(c, types.CodeType) else repr(c).encode() for c in code.co_consts]
+    return b"|".join([code.co_code, *consts, repr(code.co_names).encode()])
+
+
+def _describe_object(value: Any) -> bytes:
+    try:
+        return json.dumps(_describe_value(value)).encode()
+    except (ValueError, TypeError):
+        return type(value).__name__.encode()
+
+
 def _describe_callable(fn: Callable) -> str:
+    """The name of a factory and a digest of what it computes: its code (:func:`_describe_code`),
+    the values of its closure cells and default arguments, and for a ``functools.partial`` the
+    function and its bound arguments. (A global it reads is not seen here; the values of the
+    problems it builds are recorded beside it: :func:`_describe_factory_values`.)"""
+    if isinstance(fn, partial):
+        inner = _describe_callable(fn.func)
+        bound = _describe_object([list(fn.args), {k: fn.keywords[k] for k in sorted(fn.keywords)}])
+        return f"functools.partial({inner})#{_digest(bound)}"
     code = getattr(fn, "__code__", None)
     name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
     if code is None:
         return name
-    parts = [code.co_code, repr(code.co_consts).encode(), repr(code.co_names).encode()]
-    for cell in fn.__closure__ or ():
-        try:
-            parts.append(json.dumps(_describe_value(cell.cell_contents)).encode())
-        except (ValueError, TypeError):
-            parts.append(type(cell.cell_contents).__name__.encode())
+    parts = [_describe_code(code), _describe_object(list(fn.__defaults__ or ())),
+             _describe_object(dict(sorted((fn.__kwdefaults__ or {}).items())))]
+    parts += [_describe_object(cell.cell_contents) for cell in fn.__closure__ or ()]
     return f"{name}#{_digest(b'|'.join(parts))}"
+
+
+def _describe_factory_values(problems: list) -> str:
+    """A digest of the problems a factory built (their array leaves and static structure): a store
+    made with a factory that computes other problems, however it changed (a global it reads, a
+    helper it calls), is refused on resume."""
+    parts = []
+    for problem in problems:
+        leaves, treedef = jax.tree_util.tree_flatten(problem)
+        parts.append(str(treedef).encode())
+        parts += [np.ascontiguousarray(leaf).tobytes() + str(np.shape(leaf)).encode() for leaf in map(np.asarray, leaves)]
+    return _digest(b"|".join(parts))
 
 
 def describe_problem(problem: Any, factory: Callable | None) -> dict:
@@ -200,10 +232,11 @@ def plan_sweep(problem, axes, steps, *, tol, max_period, keep_orbit, chunk, init
     if "eta" not in grid.axis_names:
         raise InputError("axes must include the step size 'eta' (a 1-element axis is fine)")
     _check_axis_signs(grid, const_names)
+    built = [base]
     if factory is not None:
         for name in const_names:  # every value of every constant must build a valid problem
             for value in np.unique(grid.axis(name)[1]):
-                factory(**{n: (float(value) if n == name else _first_value(axes, n)) for n in const_names})
+                built.append(factory(**{n: (float(value) if n == name else _first_value(axes, n)) for n in const_names}))
         _check_traceable(factory, const_names)
 
     has_ab = [n for n in ("a", "b") if n in grid.axis_names]
@@ -245,6 +278,8 @@ def plan_sweep(problem, axes, steps, *, tol, max_period, keep_orbit, chunk, init
         "num_coordinates": n_coords, "platform": platform,
         "xla_llvm_options": kernel_llvm_options(wanted, platform) if llvm is None else llvm(wanted),
     }
+    if factory is not None:
+        config["problem"]["factory_values"] = _describe_factory_values(built)
     fingerprint = _digest(json.dumps(config, sort_keys=True).encode())
     job = ChunkJob(problem=base, factory=factory, params0=params0, spec=spec, tol=float(tol), padded=padded_size(chunk),
                    llvm=wanted)

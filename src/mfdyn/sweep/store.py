@@ -136,7 +136,10 @@ def open_or_create(path: Any, config: dict, fingerprint: str, size: int, chunk: 
             diff = _first_difference(stored, config) or "problem constants or factory differ"
             raise InputError(f"store {str(path)!r} was made by a different sweep configuration ({diff}); "
                              "use another path or delete it")
-        return path, int(attrs["mfdyn_chunk"]), read_chunk_done(path)
+        done = read_chunk_done(path)
+        if not done.all():
+            _writable_store(path)
+        return path, int(attrs["mfdyn_chunk"]), done
     _writable_parent(path)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -159,10 +162,24 @@ def open_or_create(path: Any, config: dict, fingerprint: str, size: int, chunk: 
         xr.Dataset(data_vars, attrs=attrs).to_zarr(tmp / "store.zarr", compute=False, mode="w", consolidated=False)
         os.replace(tmp / "store.zarr", path)
     except OSError as exc:
-        raise InputError(f"store {str(path)!r} is not writable ({exc.strerror})") from None
+        if not path.exists():
+            raise InputError(f"store {str(path)!r} is not writable ({exc.strerror})") from None
+        # another process made the store meanwhile (the same sweep started twice): open it as any
+        # existing store, resumed if it is this configuration's, refused if not
+        return open_or_create(path, config, fingerprint, size, chunk, layout, long_axes)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path, chunk, np.zeros(-(-size // chunk), dtype=np.int8)
+
+
+def _writable_store(path: Path) -> None:
+    """Refuse, before any work, a store to resume whose folder cannot be written."""
+    probe = path / f".mfdyn-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"store {str(path)!r} cannot be resumed: it is not writable ({exc.strerror})") from None
 
 
 def read_axis(path: Path, name: str) -> np.ndarray:
@@ -175,10 +192,24 @@ def read_axis(path: Path, name: str) -> np.ndarray:
     return np.asarray(group[AXIS_VALUES.format(name)][...])
 
 
+def _damaged(path: Path, exc: Exception) -> InputError:
+    """The error for a store whose files cannot be read (deleted, truncated or corrupted by hand or
+    by an interrupted copy): one line, naming what failed."""
+    detail = " ".join(str(exc).split())[:120]
+    return InputError(f"store {str(path)!r} is damaged: {type(exc).__name__}: {detail}; delete it (or restore it) "
+                      "and run the sweep again")
+
+
+STORE_READ_ERRORS = (KeyError, RuntimeError, ValueError, OSError)  # (zarr's decoding and missing-key errors among them)
+
+
 def read_chunk_done(path: Path) -> np.ndarray:
     import zarr
 
-    return np.asarray(zarr.open_group(path, mode="r")["chunk_done"][...], dtype=np.int8)
+    try:
+        return np.asarray(zarr.open_group(path, mode="r")["chunk_done"][...], dtype=np.int8)
+    except STORE_READ_ERRORS as exc:
+        raise _damaged(path, exc) from None
 
 
 class ChunkWriter:
@@ -197,9 +228,12 @@ class ChunkWriter:
     def __init__(self, path: Path, layout: dict):
         import zarr
 
-        group = zarr.open_group(path, mode="r+")
-        self._arrays = {name: group[name] for name in layout}
-        self._done = group["chunk_done"]
+        try:
+            group = zarr.open_group(path, mode="r+")
+            self._arrays = {name: group[name] for name in layout}
+            self._done = group["chunk_done"]
+        except STORE_READ_ERRORS as exc:
+            raise _damaged(path, exc) from None
         self._pool = ThreadPoolExecutor(max_workers=min(IO_THREADS, len(layout)), thread_name_prefix="mfdyn-store")
 
     def write(self, index: int, start: int, stop: int, results: dict[str, np.ndarray]) -> None:
@@ -225,10 +259,13 @@ def read_flat(path: Path, layout: dict, chunk: int) -> dict[str, np.ndarray]:
     0.42-0.47 s through ``xarray.open_zarr`` and dask.)"""
     import zarr
 
-    group = zarr.open_group(path, mode="r")
-    with ThreadPoolExecutor(max_workers=min(IO_THREADS, len(layout)), thread_name_prefix="mfdyn-store") as pool:
-        flat = dict(zip(layout, pool.map(lambda name: group[name][...], layout)))
-    done = np.asarray(group["chunk_done"][...], dtype=bool)
+    try:
+        group = zarr.open_group(path, mode="r")
+        with ThreadPoolExecutor(max_workers=min(IO_THREADS, len(layout)), thread_name_prefix="mfdyn-store") as pool:
+            flat = dict(zip(layout, pool.map(lambda name: group[name][...], layout)))
+    except STORE_READ_ERRORS as exc:
+        raise _damaged(path, exc) from None
+    done = read_chunk_done(path).astype(bool)
     size = next(iter(flat.values())).shape[0]
     missing = ~np.repeat(done, chunk)[:size]
     for name, (_, _, fill) in layout.items():
