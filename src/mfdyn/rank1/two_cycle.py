@@ -19,7 +19,6 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
-from scipy import optimize
 
 from .. import _validate as v
 from ..errors import InputError
