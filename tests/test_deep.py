@@ -319,3 +319,19 @@ def test_median_stop_step_ignores_runs_that_did_not_stop_on_the_gradient_test():
     ds = {"steps_to_converge": np.array([10, -1, 30, 50, -1]), "converged": np.array([True, True, True, False, False])}
     assert deep.median_stop_step(ds) == 20.0  # runs 0 and 2: converged and stopped
     assert np.isnan(deep.median_stop_step({"steps_to_converge": np.array([-1]), "converged": np.array([True])}))
+
+
+def test_skew_error_scaled_by_powers_of_two():
+    """The skew error is computed on layers scaled by powers of two: the unscaled formula's bits where
+    nothing overflows, and representable results for layers near the ends of float64's range (the
+    intermediate ``W_3^H W_4^H`` or the squares of the norm used to overflow to inf or NaN)."""
+    problem = mfdyn.DeepFactorization(np.eye(3), 4)
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        W = [jnp.asarray(rng.normal(size=(3, 3))) for _ in range(4)]
+        plain = jnp.sqrt(jnp.sum(jnp.abs(W[0] - jnp.linalg.solve(W[1], W[2].T @ W[3].T)) ** 2))
+        assert float(deep.skew_error(problem, W)) == float(plain)
+    eye = np.eye(3)
+    np.testing.assert_allclose(float(deep.skew_error(problem, [eye, 1e-200 * eye, eye, eye])), np.sqrt(3) * 1e200, rtol=1e-14)
+    assert float(deep.skew_error(problem, [1e200 * eye] * 4)) == 0.0
+    assert float(deep.skew_error(problem, [1e-200 * eye] * 4)) <= 1e-214  # (1e-200 times rounding)

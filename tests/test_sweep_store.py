@@ -205,3 +205,15 @@ def test_damaged_or_unwritable_stores_are_one_line_errors(tmp_path, monkeypatch)
     monkeypatch.setattr(Path, "write_bytes", read_only)
     with pytest.raises(InputError, match="cannot be resumed: it is not writable \\(Read-only file system\\)"):
         mfdyn.sweep(SCALAR, AXES, 60, chunk=4, store=partial, progress=False)
+
+
+def test_temporary_folders_of_killed_creators_are_removed(tmp_path):
+    """A process killed while creating a store leaves ``.NAME.PID.*.tmp``: the next creation of that
+    store removes it when its process no longer exists, and keeps one of a live process."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f".s.zarr.{int(dead.stdout)}.abc123.tmp"
+    live = tmp_path / f".s.zarr.{os.getppid()}.def456.tmp"
+    for folder in (orphan, live):
+        (folder / "store.zarr").mkdir(parents=True)
+    mfdyn.sweep(SCALAR, AXES, 20, chunk=4, store=tmp_path / "s.zarr", progress=False)
+    assert not orphan.exists() and live.exists()

@@ -66,13 +66,32 @@ def _square_product(problem: Any, quantity: str) -> DeepFactorization:
 
 
 # ---- skew error and Hermitian main term ---------------------------------------------------------
+def _power_of_two_scale(x: jax.Array) -> jax.Array:
+    """A power of two within a factor 2 of ``max |x|`` (1 if ``x`` is zero or not finite): dividing by
+    it is exact, so the rounding of everything computed from the scaled matrix is unchanged."""
+    m = jnp.max(jnp.abs(x))
+    exponent = jnp.where(jnp.isfinite(m) & (m > 0), jnp.frexp(m)[1], 0)
+    return jnp.ldexp(jnp.asarray(1.0, jnp.float64), exponent)
+
+
 def _w2_inv_w3h_w4h(params: Any) -> tuple[jax.Array, jax.Array]:
-    """``(W_2^{-1} W_3^H W_4^H, singular)`` by a linear solve; ``singular`` flags a singular ``W_2``."""
+    """``(W_2^{-1} W_3^H W_4^H, singular)`` by a linear solve; ``singular`` flags a singular ``W_2``.
+
+    Computed on the layers scaled by powers of two (:func:`_power_of_two_scale`), then scaled back:
+    the same bits wherever nothing overflows, and no overflow in ``W_3^H W_4^H`` for layers whose
+    result is representable (layers of 1e200: the product is 1e400, ``W_2^{-1}`` brings it back)."""
     W1, W2, W3, W4 = params
-    sv = jnp.linalg.svd(W2, compute_uv=False)  # (d,), descending
+    c2, c3, c4 = (_power_of_two_scale(W) for W in (W2, W3, W4))
+    sv = jnp.linalg.svd(W2 / c2, compute_uv=False)  # (d,), descending
     singular = sv[-1] <= SINGULAR_RTOL * sv[0]
-    rhs = W3.conj().T @ W4.conj().T  # (d, d)
-    return jnp.linalg.solve(W2, rhs), singular
+    rhs = (W3 / c3).conj().T @ (W4 / c4).conj().T  # (d, d)
+    return jnp.linalg.solve(W2 / c2, rhs) * ((c3 / c2) * c4), singular
+
+
+def _frobenius(x: jax.Array) -> jax.Array:
+    """``||x||_F`` without overflow or underflow of the squares (scaled by a power of two: exact)."""
+    c = _power_of_two_scale(x)
+    return c * jnp.sqrt(jnp.sum(jnp.abs(x / c) ** 2))
 
 
 def _guard_singular(params: Any, singular: jax.Array, quantity: str) -> None:
@@ -94,7 +113,7 @@ def skew_error(problem: Any, params: Any) -> jax.Array:
     params = problem.check_params(params)
     B, singular = _w2_inv_w3h_w4h(params)
     _guard_singular(params, singular, "skew_error")
-    value = jnp.sqrt(jnp.sum(jnp.abs(params[0] - B) ** 2))
+    value = _frobenius(params[0] - B)
     return jnp.where(singular, jnp.nan, value)
 
 

@@ -463,7 +463,7 @@ def _run(plan: Plan, store: Any, scheduler: Any, workers: int | None, progress: 
             bar.advance(stop - start)
     if path is not None:
         flat = st.read_flat(path, plan.layout, chunk_size)
-    return st.gridded(flat, grid, plan.layout, _attrs(plan.config))
+    return st.gridded(flat, grid, plan.layout, _attrs(plan.config, grid.size, grid.size))
 
 
 def _chunk_values(grid: Grid, bounds: tuple[int, int], *, spec: KernelSpec) -> dict[str, np.ndarray]:
@@ -480,18 +480,19 @@ def _with_defaults(values: dict[str, np.ndarray], spec: KernelSpec) -> dict[str,
     return {**defaults, **values}
 
 
-def _attrs(config: dict) -> dict:
+def _attrs(config: dict, computed: int, size: int) -> dict:
+    """The result's attributes; ``computed`` of the ``size`` points have results (all but in a partial store)."""
     return {"mfdyn_config": json.dumps(config), "mfdyn_version": config["mfdyn_version"],
             "problem": config["problem"]["class"], "steps": config["steps"], "tol": config["tol"],
             "max_period": config["max_period"], "keep_orbit": config["keep_orbit"],
-            "check_every": config["check_every"]}
+            "check_every": config["check_every"], "mfdyn_points_computed": f"{computed} of {size}"}
 
 
 def open_sweep(path: Any) -> xr.Dataset:
     """Open a sweep store as the gridded Dataset with decoded outcomes (points of chunks not
-    computed yet read ``unfinished`` with NaN / -1 values)."""
+    computed yet read ``unfinished`` with NaN / -1 values; the attribute ``mfdyn_points_computed``,
+    e.g. ``"3000 of 8000"``, says how much of the grid the store holds)."""
     from pathlib import Path
-    import os
 
     path = Path(os.fspath(path))
     if not path.exists():
@@ -501,4 +502,6 @@ def open_sweep(path: Any) -> xr.Dataset:
     grid = grid_from_config(config["grid"], lambda name: st.read_axis(path, name))
     layout = st.variable_layout(config["num_coordinates"], config["keep_orbit"])
     flat = st.read_flat(path, layout, int(attrs["mfdyn_chunk"]))
-    return st.gridded(flat, grid, layout, _attrs(config))
+    done = st.read_chunk_done(path).astype(bool)
+    computed = int(np.repeat(done, int(attrs["mfdyn_chunk"]))[:grid.size].sum())
+    return st.gridded(flat, grid, layout, _attrs(config, computed, grid.size))

@@ -141,8 +141,9 @@ def open_or_create(path: Any, config: dict, fingerprint: str, size: int, chunk: 
             _writable_store(path)
         return path, int(attrs["mfdyn_chunk"]), done
     _writable_parent(path)
+    _remove_orphans(path)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     except OSError as exc:
         raise InputError(f"store {str(path)!r} is not writable ({exc.strerror})") from None
     import dask.array as da  # (only to lay out an empty store: dask.array takes 0.3 s or more to import)
@@ -170,6 +171,21 @@ def open_or_create(path: Any, config: dict, fingerprint: str, size: int, chunk: 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path, chunk, np.zeros(-(-size // chunk), dtype=np.int8)
+
+
+def _remove_orphans(path: Path) -> None:
+    """Remove the temporary folders ``.NAME.PID.*.tmp`` that processes killed while creating the store
+    ``path`` left beside it (their process no longer exists; one still running keeps its folder)."""
+    for folder in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = folder.name[len(path.name) + 2:].split(".")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # (a process of another user: alive)
+            pass
 
 
 def _writable_store(path: Path) -> None:
