@@ -192,3 +192,21 @@ def test_bad_arguments():
         thresholds(1, 1.0)
     with pytest.raises(InputError, match="limit"):
         critical_points(DeepFactorization(np.eye(2), 2, weight_decay=1.0), limit=-1)
+
+
+@pytest.mark.parametrize("y, L, wd", [(1e7, 4, 1e-6), (4.09e6, 4, 1e-6), (1.0, 3, 1e-100), (3e10, 5, 1e-3)])
+def test_roots_at_extreme_scales(y, L, wd):
+    """Roots are bracketed in ``u = s / lambda^(1/(2L-2))``: at these scales bracketing in ``s`` failed
+    (a lost sign at the upper bracket, or ``s^4`` underflowing near ``t1``). Each root satisfies
+    ``g(s) = 0`` to float64 precision relative to the size of its terms (checked in 50 digits)."""
+    import mpmath
+
+    th = thresholds(L, wd)
+    roots = positive_roots(y, th)
+    assert [r.label for r in roots] == ["t1", "t2"]
+    with mpmath.workdps(50):
+        lam, Y = mpmath.mpf(th.lam), mpmath.mpf(y)
+        for r in roots:
+            s = mpmath.mpf(r.sigma)
+            terms = [s ** (2 * L - 2), mpmath.sqrt(lam) * Y * s ** (L - 2), lam]
+            assert abs(terms[0] - terms[1] + terms[2]) <= 1e-13 * max(terms)

@@ -118,29 +118,38 @@ def _bracketed(f, a: float, b: float) -> float:
 
 
 def positive_roots(y: float, th: Thresholds) -> tuple[Root, ...]:
-    """The positive roots of ``g`` for singular value ``y``, ascending (see module docstring for labels)."""
+    """The positive roots of ``g`` for singular value ``y``, ascending (see module docstring for labels).
+
+    ``L >= 3``: bracketed in the scale-free variable ``u = s / c``, ``c = lambda^(1/(2L-2))``, where
+    ``g(s) = lambda (u^(2L-2) - (y / c) u^(L-2) + 1)``: no overflow or underflow of the powers of ``s``
+    for any ``lambda`` (``lambda = 1e-300`` put ``t1 ~ 1e-150`` where ``s^4`` underflows). The upper
+    bracket ``2 (y / c)^(1/L)`` has ``g > 0`` by a margin (at ``(y / c)^(1/L)`` exactly, ``g = lambda``
+    is the difference of two terms larger by up to ``(y / c)^2``, lost in their rounding).
+    """
     L, lam = th.depth, th.lam
     if y <= 0:
         return ()
-    if L == 2:
-        if y <= th.y_star * (1 + THRESHOLD_RTOL):
-            return ()
-        return (_root("soft", math.sqrt(math.sqrt(lam) * (y - math.sqrt(lam))), y, L, lam),)
-    if abs(y - th.y_star) <= THRESHOLD_RTOL * th.y_star:
-        return (_root("s*", th.s_star, y, L, lam),)
-    if y < th.y_star:
-        return ()
-    f = lambda s: g_poly(s, y, L, lam)  # noqa: E731
     try:
-        upper = (math.sqrt(lam) * y) ** (1.0 / L)  # g(upper) = lambda > 0
-        if f(th.s_star) >= 0:  # y within rounding of y*: g's minimum not resolved below zero
+        if L == 2:
+            if y <= th.y_star * (1 + THRESHOLD_RTOL):
+                return ()
+            return (_root("soft", math.sqrt(math.sqrt(lam) * (y - math.sqrt(lam))), y, L, lam),)
+        if abs(y - th.y_star) <= THRESHOLD_RTOL * th.y_star:
             return (_root("s*", th.s_star, y, L, lam),)
-        t1 = _bracketed(f, 0.0, th.s_star)
-        t2 = _bracketed(f, th.s_star, max(upper, th.s_star))
-        return (_root("t1", t1, y, L, lam), _root("t2", t2, y, L, lam))
+        if y < th.y_star:
+            return ()
+        c = lam ** (1.0 / (2 * L - 2))
+        scaled = y / c
+        f = lambda u: u ** (2 * L - 2) - scaled * u ** (L - 2) + 1.0  # noqa: E731
+        u_star = ((L - 2) / L) ** (1.0 / (2 * L - 2))
+        if f(u_star) >= 0:  # y within rounding of y*: g's minimum not resolved below zero
+            return (_root("s*", th.s_star, y, L, lam),)
+        u1 = _bracketed(f, 0.0, u_star)
+        u2 = _bracketed(f, u_star, 2.0 * scaled ** (1.0 / L))
+        return (_root("t1", c * u1, y, L, lam), _root("t2", c * u2, y, L, lam))
     except OverflowError:
         raise InputError(f"singular value y = {y:g} is too large for a census at depth {L} with lambda = {lam:g}: "
-                         f"g(s) = s^(2L-2) - sqrt(lambda) y s^(L-2) + lambda overflows float64") from None
+                         f"its roots or loss changes overflow float64") from None
 
 
 def is_at(y: float, threshold: float) -> bool:
