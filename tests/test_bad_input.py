@@ -77,3 +77,22 @@ def test_bad_input_raises_input_error_naming_the_argument(label, call, needle):
 def test_rank_above_min_dimension_is_allowed():
     problem = mfdyn.MatrixFactorization(np.eye(2), rank=5)
     assert problem.init(0)[0].shape == (2, 5)
+
+
+def test_analysis_functions_name_a_missing_problem_and_bad_constants():
+    from mfdyn import certificates as cz
+    from mfdyn import landscape, rank1
+
+    cert = cz.Certificate.from_formula("Abs(a^2 - b^2) - delta")
+    calls = [
+        (lambda: cz.verify(cert, None, 0.5, cz.Region.box([(-1, 1)] * 2)), "problem must be an mfdyn problem, got NoneType"),
+        (lambda: cz.coordinate_names(None), "problem must be an mfdyn problem, got NoneType"),
+        (lambda: rank1.periodic_orbits(None, 1.1, 2), "problem must be an mfdyn problem, got NoneType"),
+        (lambda: landscape.thresholds(3, "a"), "weight_decay must be numeric, got 'a'"),
+        (lambda: landscape.thresholds(3, 0.1 + 1j), "weight_decay must be real"),
+        (lambda: landscape.positive_roots(float("nan"), landscape.thresholds(3, 0.1)), "y must be finite, got nan"),
+    ]
+    for call, message in calls:
+        with pytest.raises(InputError) as info:
+            call()
+        assert message in str(info.value)

@@ -98,6 +98,13 @@ def instance(name: str, value: Any, cls: type | tuple[type, ...], what: str) -> 
     return value
 
 
+def problem(value: Any, name: str = "problem") -> Any:
+    """``value`` if it is an mfdyn problem (:class:`mfdyn.problems.base.Problem`)."""
+    from .problems.base import Problem
+
+    return instance(name, value, Problem, "an mfdyn problem")
+
+
 def choice(name: str, value: Any, options: tuple[str, ...]) -> str:
     if value not in options:
         raise InputError(f"{name} must be one of {', '.join(map(repr, options))}; got {value!r}")

@@ -23,7 +23,6 @@ import numpy as np
 from . import _validate as v
 from . import observables as obs
 from .errors import InputError
-from .problems.base import Problem
 from .pytree import PyTree, tree_all_finite, tree_where
 from .trajectory import Trajectory
 
@@ -109,7 +108,7 @@ def gd(
     the run stops cleanly: ``diverged_at`` is that step, ``final`` the last finite state, and records
     at or after it are dropped.
     """
-    v.instance("problem", problem, Problem, "an mfdyn problem")
+    v.problem(problem)
     params0 = problem.check_params(params0, "params0")
     eta_arr = _check_eta(eta)
     steps = v.integer("steps", steps, minimum=0)
@@ -224,7 +223,7 @@ def flow(
     ``times``: the saved times (default :func:`default_times`), sorted, in ``[0, t1]``; the solver
     steps onto each of them, so saved values carry the solver's full accuracy.
     """
-    v.instance("problem", problem, Problem, "an mfdyn problem")
+    v.problem(problem)
     params0 = problem.check_params(params0, "params0")
     v.finite_scalar("t1", t1, nonnegative=True)
     v.finite_scalar("rtol", rtol, positive=True)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import sympy
 from sympy.parsing.sympy_parser import convert_xor, parse_expr, standard_transformations
 
+from .. import _validate as v
 from ..errors import InputError
 from ..problems import MatrixFactorization, ScalarFactorization
 
@@ -30,6 +31,7 @@ STATE_SYMBOL = "delta"
 
 def coordinate_names(problem: Any) -> tuple[str, ...]:
     """Names of the flat coordinates in flattening order."""
+    v.problem(problem)
     if isinstance(problem, ScalarFactorization):
         return ("a", "b")
     if isinstance(problem, MatrixFactorization) and problem.rank == 1:

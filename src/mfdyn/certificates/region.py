@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _validate as v
 from ..errors import InputError
 from .certificate import Certificate
 from .verify import Region
@@ -60,6 +61,7 @@ def grid_points(grid: Any, n: int) -> tuple[np.ndarray, tuple[int, ...]]:
 def certified_region(cert: Certificate, problem: Any, eta: float, grid: Any, *, region: Region | None = None,
                      threshold: float | None = None) -> CertifiedRegion:
     """State of every grid point and whether it is certified (``state < threshold``, inside ``region``)."""
+    v.problem(problem)
     pts, shape = grid_points(grid, problem.num_coordinates)
     state = np.asarray(cert.state(pts))
     thr = cert.threshold_for(problem, eta) if threshold is None else float(threshold)

@@ -128,6 +128,7 @@ def verify(cert: Certificate, problem: Any, eta: float, region: Region, *, sampl
            local_starts: int = 8, steps: int = 40, trajectories_checked: int = 256, tol: float = 1e-10
            ) -> VerificationReport:
     """Search for violations of nestedness, boundary-inwardness and state monotonicity on ``region``."""
+    v.problem(problem)
     v.finite_scalar("eta", eta, positive=True)
     samples = v.integer("samples", samples, minimum=8)
     seed = v.integer("seed", seed, minimum=0)

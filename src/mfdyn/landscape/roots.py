@@ -60,6 +60,7 @@ class Root:
 
 def weight_decay_product(depth: int, weight_decay: Any) -> float:
     """``lambda = prod_l lambda_l`` after checking ``lambda_l > 0`` (scalar broadcasts to all layers)."""
+    v.finite_array("weight_decay", weight_decay, allow_complex=False)
     wd = np.asarray(weight_decay, dtype=float)
     if wd.ndim == 0:
         wd = np.full(depth, float(wd))
@@ -127,6 +128,7 @@ def positive_roots(y: float, th: Thresholds) -> tuple[Root, ...]:
     is the difference of two terms larger by up to ``(y / c)^2``, lost in their rounding).
     """
     L, lam = th.depth, th.lam
+    y = float(v.finite_scalar("y", y))
     if y <= 0:
         return ()
     try:

@@ -120,6 +120,7 @@ def periodic_orbits(
     divisor of ``k`` (e.g. fixed points when ``k = 2``) are dropped. Orbits equal up to a cyclic shift
     (to ``1e3 tol`` in each coordinate) are reported once, sorted by their first point.
     """
+    v.problem(problem)
     v.finite_scalar("eta", eta, positive=True)
     k = v.integer("period", period, minimum=1)
     iterations = v.integer("iterations", iterations, minimum=1)
