@@ -1,5 +1,7 @@
 """Every bad input of the core raises mfdyn.InputError naming the argument and the value."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -96,3 +98,16 @@ def test_analysis_functions_name_a_missing_problem_and_bad_constants():
         with pytest.raises(InputError) as info:
             call()
         assert message in str(info.value)
+
+
+def test_analysis_parameters_are_checked():
+    from mfdyn import rank1, symmetric
+
+    series = np.linspace(1.0, 3.0, 20)
+    for tail, message in ((0.0, "tail must be > 0"), (5.0, "tail must be a fraction in (0, 1], got 5.0"),
+                          (float("nan"), "tail must be finite")):
+        with pytest.raises(InputError, match=re.escape(message)):
+            rank1.edge_of_stability(series, 1.0, tail=tail)
+    assert rank1.edge_of_stability(series, 1.0, tail=1.0).tail_min == 1.0
+    with pytest.raises(InputError, match="max_classes must be an integer, got 'a'"):
+        symmetric.equilibria(mfdyn.SymmetricFactorization(np.eye(2), 1), max_classes="a")

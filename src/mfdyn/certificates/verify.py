@@ -132,6 +132,9 @@ def verify(cert: Certificate, problem: Any, eta: float, region: Region, *, sampl
     v.finite_scalar("eta", eta, positive=True)
     samples = v.integer("samples", samples, minimum=8)
     seed = v.integer("seed", seed, minimum=0)
+    steps = v.integer("steps", steps, minimum=1)
+    local_starts = v.integer("local_starts", local_starts, minimum=0)
+    trajectories_checked = v.integer("trajectories_checked", trajectories_checked, minimum=0)
     v.finite_scalar("tol", tol, nonnegative=True)
     if not isinstance(region, Region):
         raise InputError(f"region must be a mfdyn.certificates.Region, got {type(region).__name__}")

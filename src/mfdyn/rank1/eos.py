@@ -44,11 +44,14 @@ def sharpness_trajectory(problem: Any, params0: Any, eta: float, steps: int, eve
 
 def edge_of_stability(sharpness: Any, eta: float, tail: float = 0.25) -> EdgeOfStability:
     """Summarize the last ``tail`` fraction of a sharpness series against ``2/eta``."""
-    v.finite_scalar("eta", eta, positive=True)
-    series = np.asarray(sharpness, dtype=float)
-    if series.ndim != 1 or series.size < 2:
-        from ..errors import InputError
+    from ..errors import InputError
 
+    v.finite_scalar("eta", eta, positive=True)
+    v.finite_scalar("tail", tail, positive=True)
+    if tail > 1:
+        raise InputError(f"tail must be a fraction in (0, 1], got {tail}")
+    series = np.asarray(v.finite_array("sharpness", sharpness, allow_complex=False), dtype=float)
+    if series.ndim != 1 or series.size < 2:
         raise InputError(f"sharpness must be a 1-D series of length >= 2, got shape {series.shape}")
     last = series[-max(2, int(round(tail * series.size))):]
     threshold = 2.0 / eta

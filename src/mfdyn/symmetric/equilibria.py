@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _validate as v
 from ..errors import InputError
 from .spectrum import Spectrum, spectrum
 
@@ -117,6 +118,7 @@ def equilibria(problem: Any, *, check_hessian: bool = True, max_classes: int = M
     the eigenvalues of ``-problem.hessian(X)`` at the representative ``X`` (``hessian_error``).
     """
     spec = spectrum(problem)
+    max_classes = v.integer("max_classes", max_classes, minimum=1)
     total = count_classes(spec)
     if total > max_classes:
         raise InputError(f"M has {total} equilibrium classes at rank {spec.rank}, more than max_classes={max_classes}")
