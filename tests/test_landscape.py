@@ -210,3 +210,16 @@ def test_roots_at_extreme_scales(y, L, wd):
             s = mpmath.mpf(r.sigma)
             terms = [s ** (2 * L - 2), mpmath.sqrt(lam) * Y * s ** (L - 2), lam]
             assert abs(terms[0] - terms[1] + terms[2]) <= 1e-13 * max(terms)
+
+
+def test_a_point_that_is_not_critical_is_refused():
+    """``numerical_kind`` used to call a non-critical point a strict saddle (||grad|| = 3.6 here)."""
+    from mfdyn.landscape import classify, numerical_kind
+
+    problem = DeepFactorization(np.diag([3.0, 2, 1]), 3, weight_decay=0.1)
+    eye = np.eye(3)
+    with pytest.raises(InputError, match=r"not a critical point: \|\|grad\|\| = 3.646e\+00 > 1e-06 \* 3"):
+        numerical_kind(problem, [eye] * 3)
+    for rtol, message in ((float("nan"), "grad_rtol must be finite"), (-1.0, "grad_rtol must be > 0")):
+        with pytest.raises(InputError, match=message):
+            classify(problem, [eye] * 3, grad_rtol=rtol)

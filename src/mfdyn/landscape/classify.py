@@ -15,9 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError
 from .census import CriticalPoint, make_point
-from .numerics import flat, loss_and_grad
+from .numerics import check_critical, flat, loss_and_grad
 from .spectrum import Spectrum, spectrum
 
 ROOT_RTOL = 1e-4
@@ -69,8 +68,7 @@ def classify(problem, params, grad_rtol: float = 1e-6) -> CriticalPoint:
     params = tuple(np.asarray(W, dtype=float) for W in params)
     _, g = loss_and_grad(spec, flat(params))
     gnorm = float(np.linalg.norm(g))
-    if gnorm > grad_rtol * spec.scale:
-        raise InputError(f"params is not a critical point: ||grad|| = {gnorm:.3e} > {grad_rtol:g} * {spec.scale:g}")
+    check_critical(gnorm, grad_rtol, spec.scale)
     return make_point(spec, class_key(spec, params))
 
 

@@ -22,6 +22,8 @@ import numpy as np
 import scipy.linalg
 import scipy.optimize
 
+from .. import _validate as v
+from ..errors import InputError
 from . import kernels
 from .spectrum import Spectrum, spectrum
 
@@ -145,6 +147,13 @@ def _local_descent(spec: Spectrum, x: np.ndarray, l0: float, directions: np.ndar
     return best
 
 
+def check_critical(grad_norm: float, grad_rtol: float, scale: float) -> None:
+    """Refuse a point that is not critical: ``||grad|| > grad_rtol * scale`` (``scale = max(1, ||Y||_2)``)."""
+    v.finite_scalar("grad_rtol", grad_rtol, positive=True)
+    if not grad_norm <= grad_rtol * scale:
+        raise InputError(f"params is not a critical point: ||grad|| = {grad_norm:.3e} > {grad_rtol:g} * {scale:g}")
+
+
 def numerical_kind(
     problem,
     params: Sequence[np.ndarray],
@@ -154,15 +163,18 @@ def numerical_kind(
     curve_step: float = 0.0,
     spec: Spectrum | None = None,
     seed: int = 0,
+    grad_rtol: float = 1e-6,
 ) -> Verdict:
     """The type of the critical point ``params`` from the Hessian and higher-order tests (module docstring).
 
     ``curves``: maps ``t -> flat params`` through ``params`` at ``t = 0`` (probed at ``+-curve_step``,
     ``+-curve_step/2``). ``global_loss``: the least critical value, to tell global from local minimizers.
+    A point with ``||grad|| > grad_rtol * max(1, ||Y||_2)`` is not critical: InputError (as :func:`classify`).
     """
     spec = spectrum(problem) if spec is None else spec
     x = flat(params)
     l0, g = loss_and_grad(spec, x)
+    check_critical(float(np.linalg.norm(g)), grad_rtol, spec.scale)
     H = kernels.hessian(x, spec.Y, spec.widths, spec.weight_decay)
     eigs = np.linalg.eigvalsh(H)
     tol = EIG_RTOL * max(1.0, float(np.max(np.abs(eigs))) if eigs.size else 1.0)
