@@ -93,6 +93,10 @@ def test_analysis_functions_name_a_missing_problem_and_bad_constants():
         (lambda: landscape.thresholds(3, "a"), "weight_decay must be numeric, got 'a'"),
         (lambda: landscape.thresholds(3, 0.1 + 1j), "weight_decay must be real"),
         (lambda: landscape.positive_roots(float("nan"), landscape.thresholds(3, 0.1)), "y must be finite, got nan"),
+        (lambda: mfdyn.deep.plateau_time([1.0, 2.0], [0.1, 0.1, 0.1], 0.5), "s, u0 and uf must broadcast together"),
+        (lambda: mfdyn.deep.stages(None), "traj must be an mfdyn Trajectory, got NoneType"),
+        (lambda: mfdyn.deep.relative_imbalance(None), "traj must be an mfdyn Trajectory, got NoneType"),
+        (lambda: cz.Certificate.from_formula("a - delta", variables=("a", "a")), "variables must be distinct names"),
     ]
     for call, message in calls:
         with pytest.raises(InputError) as info:

@@ -205,8 +205,17 @@ class Stages:
         return dataclasses.asdict(self)
 
 
+def _check_recorded(traj: Any, names: tuple[str, ...], quantity: str) -> None:
+    """``traj`` is an mfdyn Trajectory that recorded ``names``."""
+    v.instance("traj", traj, Trajectory, "an mfdyn Trajectory")
+    missing = [n for n in names if n not in traj]
+    if missing:
+        raise InputError(f"traj must record {', '.join(names)} for {quantity}; missing: {', '.join(missing)}")
+
+
 def relative_imbalance(traj: Trajectory) -> np.ndarray:
     """``rho(t) = imbalance_norm / sum_j ||W_j||_F^2`` along a run (dimensionless; 0 = balanced)."""
+    _check_recorded(traj, ("layer_singular_values", "imbalance_norm"), "relative_imbalance")
     layer_sq = np.nansum(np.asarray(traj["layer_singular_values"]) ** 2, axis=(-2, -1))
     return np.asarray(traj["imbalance_norm"]) / np.where(layer_sq > 0, layer_sq, np.inf)
 
@@ -221,9 +230,7 @@ def stages(
 
     The run must record :data:`STAGE_OBSERVABLES`. Thresholds are stated in the result (see :class:`Stages`).
     """
-    missing = [n for n in STAGE_OBSERVABLES if n not in traj]
-    if missing:
-        raise InputError(f"traj must record {', '.join(STAGE_OBSERVABLES)} for stages; missing: {', '.join(missing)}")
+    _check_recorded(traj, STAGE_OBSERVABLES, "stages")
     v.finite_scalar("align_tol", align_tol, positive=True)
     v.finite_scalar("learned_fraction", learned_fraction, positive=True)
     v.finite_scalar("loss_floor", loss_floor, positive=True)
@@ -286,7 +293,11 @@ def plateau_time(s: Any, u0: Any, uf: Any) -> np.ndarray:
         arrays[name] = np.asarray(val, dtype=float)
         if np.any(arrays[name] <= 0):
             raise InputError(f"{name} must be > 0, got {v.describe(arrays[name])}")
-    s_, u0_, uf_ = np.broadcast_arrays(arrays["s"], arrays["u0"], arrays["uf"])
+    try:
+        s_, u0_, uf_ = np.broadcast_arrays(arrays["s"], arrays["u0"], arrays["uf"])
+    except ValueError:
+        raise InputError(f"s, u0 and uf must broadcast together, got shapes {arrays['s'].shape}, {arrays['u0'].shape}, "
+                         f"{arrays['uf'].shape}") from None
     between = ((u0_ <= uf_) & (uf_ < s_)) | ((s_ < uf_) & (uf_ <= u0_))
     if not np.all(between):
         raise InputError(

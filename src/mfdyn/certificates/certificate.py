@@ -86,6 +86,9 @@ class Certificate(eqx.Module):
 
         Example: ``Certificate.from_formula("Abs(a^2 - b^2) - delta")``.
         """
+        variables = tuple(variables)
+        if len(set(variables)) != len(variables) or not all(isinstance(n, str) and n.isidentifier() for n in variables):
+            raise InputError(f"variables must be distinct names, got {variables!r}")
         constants = dict(constants or {})
         for key, value in constants.items():
             v.finite_scalar(f"constants[{key!r}]", value)
