@@ -28,6 +28,17 @@ def summary(results: list[ExperimentResult]) -> tuple[int, int, int]:
     return sum(c.passed for c in claims), len(claims), sum(r.error is not None for r in results)
 
 
+SOURCES = ("Where the claims come from: the papers' full texts were not available. A claim states the paper's "
+           "result only where MATH.md marks that statement [paper]; closed forms, "
+           "thresholds, rates and rules marked [derived] there were worked out for this project and are checked "
+           "here as formulas of mfdyn, not as the papers' results. MATH.md names the source of every formula.")
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    """The columns of a table: every key of every row, in order of first appearance (rows may differ)."""
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
 def _header(results, scale) -> list[str]:
     import jax
 
@@ -38,6 +49,8 @@ def _header(results, scale) -> list[str]:
         f"mfdyn {__version__}, scale `{scale}`, {datetime.datetime.now().isoformat(timespec='seconds')}, "
         f"{platform.machine()} / {platform.system()}, JAX backend `{jax.default_backend()}`.",
         f"**{passed} of {total} claims pass**; {errors} experiment(s) raised an error.",
+        "",
+        SOURCES,
     ]
 
 
@@ -50,7 +63,7 @@ def write_markdown(results: list[ExperimentResult], out: Path, scale: str) -> Pa
                          f"{'pass' if c.passed else '**FAIL**'} |")
     for r in results:
         ctx = r.context
-        lines += ["", f"## {r.experiment.name}: {r.experiment.title}", "", f"Paper: {r.experiment.paper}. Time: {r.seconds:.1f} s."]
+        lines += ["", f"## {r.experiment.name}: {r.experiment.title}", "", f"Experiments on: {r.experiment.paper}. Time: {r.seconds:.1f} s."]
         if r.error:
             lines += ["", f"**ERROR**: `{r.error}`"]
         for note in ctx.notes:
@@ -58,7 +71,7 @@ def write_markdown(results: list[ExperimentResult], out: Path, scale: str) -> Pa
         for t in ctx.tables:
             if not t.rows:
                 continue
-            keys = list(t.rows[0])
+            keys = _columns(t.rows)
             lines += ["", f"**{t.title}**", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
             lines += ["| " + " | ".join(_fmt(row.get(k, "")) for k in keys) + " |" for row in t.rows]
         for f in ctx.figures:
@@ -87,7 +100,7 @@ def write_html(results: list[ExperimentResult], out: Path, scale: str) -> Path:
     for r in results:
         ctx = r.context
         parts.append(f"<h2>{esc(r.experiment.name)}: {esc(r.experiment.title)}</h2>"
-                     f"<p>Paper: {esc(r.experiment.paper)}. Time: {r.seconds:.1f} s.</p>")
+                     f"<p>Experiments on: {esc(r.experiment.paper)}. Time: {r.seconds:.1f} s.</p>")
         if r.error:
             parts.append(f"<p class='fail'>ERROR: {esc(r.error)}</p>")
         for note in ctx.notes:
@@ -95,7 +108,7 @@ def write_html(results: list[ExperimentResult], out: Path, scale: str) -> Path:
         for t in ctx.tables:
             if not t.rows:
                 continue
-            keys = list(t.rows[0])
+            keys = _columns(t.rows)
             parts.append(f"<p><b>{esc(t.title)}</b></p><table><tr>" + "".join(f"<th>{esc(k)}</th>" for k in keys) + "</tr>")
             parts += ["<tr>" + "".join(f"<td>{esc(_fmt(row.get(k, '')))}</td>" for k in keys) + "</tr>" for row in t.rows]
             parts.append("</table>")

@@ -21,7 +21,7 @@ from ..landscape import target_with_singular_values
 from ..problems import DeepFactorization
 from .registry import Context, experiment
 
-PAPER = "Regularized deep matrix factorization: closed-form critical points (seed 002)"
+PAPER = "A Complete Loss Landscape Analysis of Regularized Deep Matrix Factorization (seed 002, arXiv 2506.20344)"
 
 
 def census_instances(count: int, seed: int = 0) -> list[tuple[str, DeepFactorization]]:
