@@ -305,3 +305,12 @@ def test_out_of_memory_is_one_error_line(capsys, monkeypatch):
     assert code == 2 and out == ""
     assert err.startswith("error: not enough memory for this request") and "745. GiB" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_plot_of_a_run_diverged_at_its_first_step(capsys, tmp_path):
+    """A run that diverges at step 0 records nothing: its figure says so (it used to crash)."""
+    out = tmp_path / "x.png"
+    code, _, err = _run(capsys, ["gd", "scalar", "--eta", "0.5", "--a0", "1e200", "--b0", "1e200", "--steps", "10",
+                                 "--plot", str(out)])
+    assert code == 0, err
+    assert out.stat().st_size > 1000

@@ -175,6 +175,12 @@ def test_plot_functions_and_errors():
         mfdyn.plot.heatmap(flat, "final_loss", "eta", "sigma")
     with pytest.raises(mfdyn.InputError, match="numeric"):
         mfdyn.plot.heatmap(flat, "outcome", "eta", "a")
+    with pytest.raises(mfdyn.InputError, match="'eta' is not a variable of this sweep"):  # (an axis, not a variable)
+        mfdyn.plot.heatmap(flat, "eta", "eta", "a")
+    with pytest.raises(mfdyn.InputError, match="ds must be the xarray.Dataset of a sweep"):
+        mfdyn.plot.phase_diagram({"outcome": 1}, "eta", "a")
+    with pytest.raises(mfdyn.InputError, match="value must be 'loss', a coordinate index or a callable, got True"):
+        mfdyn.plot.bifurcation(ds, "eta", True)
     matplotlib.pyplot.close("all")
 
 

@@ -27,8 +27,15 @@ OVERLAY_COLOR_ON_POINTS = "#e7298a"
 NEVER = {"steps_to_converge": -1, "diverged_at": -1}  # the value that means "no such step": left blank
 
 
+def _dataset(ds: Any) -> xr.Dataset:
+    if not isinstance(ds, xr.Dataset):
+        raise InputError(f"ds must be the xarray.Dataset of a sweep (mfdyn.sweep / mfdyn.open_sweep), got {type(ds).__name__}")
+    return ds
+
+
 def _coord(ds: xr.Dataset, name: str) -> tuple[str, np.ndarray]:
     """The dimension of the axis ``name`` and its values."""
+    _dataset(ds)
     if name not in ds.coords:
         raise InputError(f"{name!r} is not an axis of this sweep; axes: {', '.join(map(str, ds.coords))}")
     if not ds[name].dims:
@@ -40,7 +47,7 @@ def other_dimensions(ds: xr.Dataset, var: str, x: str, y: str) -> list[str]:
     """The dimensions of ``var`` besides those of the axes ``x`` and ``y`` that have more than one
     value: a plot of ``var`` over ``(x, y)`` needs one of their values chosen first. (A dimension of
     one value is taken at it.)"""
-    if var not in ds:
+    if var not in _dataset(ds).data_vars:
         raise InputError(f"{var!r} is not a variable of this sweep; variables: {', '.join(map(str, ds.data_vars))}")
     if x == y:
         raise InputError(f"x and y must be two different axes, got {x!r} for both")
@@ -165,8 +172,10 @@ def bifurcation(ds: xr.Dataset, x: str = "eta", value: str | int | Callable = "l
     callable ``f(orbit) -> values`` on the orbit array (``(..., orbit_step, coord)``), e.g.
     ``lambda o: o[..., 0] * o[..., 1]`` for ``ab`` in the scalar family. Diverged points are skipped.
     """
-    if "orbit" not in ds:
+    if "orbit" not in _dataset(ds):
         raise InputError("this sweep has no orbits: run it with keep_orbit > 0")
+    if isinstance(value, (bool, np.bool_)):
+        raise InputError(f"value must be 'loss', a coordinate index or a callable, got {value!r}")
     xdim, _ = _coord(ds, x)
     if value == "loss":
         vals = ds["orbit_loss"]

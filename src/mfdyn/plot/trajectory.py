@@ -42,6 +42,10 @@ def _component_labels(name: str, shape: tuple[int, ...]) -> list[str]:
 def _plot_observable(ax: Axes, traj: Trajectory, name: str) -> None:
     values = np.asarray(traj[name], dtype=float)  # (records, *component_shape)
     x = np.asarray(traj.axis, dtype=float)
+    ax.set_ylabel(name)
+    if not values.shape[0]:  # (a run that diverged at its first step records nothing)
+        ax.text(0.5, 0.5, "no records", transform=ax.transAxes, ha="center", va="center", color="0.4")
+        return
     columns = values.reshape(values.shape[0], -1)  # (records, components)
     labels = _component_labels(name, values.shape[1:])
     for k, label in enumerate(labels):

@@ -369,7 +369,7 @@ def sweep(
     ``diverged_at`` (first non-finite step; -1 if finite), ``final_loss``, ``final_sharpness`` (largest Hessian eigenvalue;
     NaN with ``sharpness=False``), ``final_imbalance`` (norm of ``problem.imbalance``),
     ``final_params`` (flat real coordinates, over ``coord``), and with ``keep_orbit=K`` the last K
-    states ``orbit`` (over ``orbit_step``, ``coord``; oldest first, the last is the final state) and their losses ``orbit_loss``. "final" is the
+    states ``orbit`` (over ``orbit_step``, ``coord``; oldest first, the last is the final state; NaN for a diverged point) and their losses ``orbit_loss``. "final" is the
     state where the trajectory stopped: at convergence, at the last finite state, or after ``steps``.
     Convergence and periodicity tests: see :mod:`mfdyn.sweep.kernel` (``check_every``: steps fused
     between two tests, a speed knob; events inside a block are located exactly). Attributes: the

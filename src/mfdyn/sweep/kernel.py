@@ -81,6 +81,7 @@ PERIOD_RTOL = 1e-9
 CYCLE = -2  # the event code of a block with no event that ends where it started
 UNROLL_MAX_COORDINATES = 16  # unroll the fused block for problems this small (elementwise work) ...
 UNROLL_MAX_STEP_OPERATIONS = 32  # ... whose GD step is at most this many operations (step_unroll)
+FINAL_GROUP = 16  # rows per group of the final observables of problems with matrix coordinates (in_groups)
 UNROLL = 16  # steps per unrolled group
 NARROW_FACTOR = 8  # narrow tiles are this many times narrower than full ones ...
 NARROW_MIN = 64  # ... and at least this wide (else only full tiles are used)
@@ -610,6 +611,26 @@ def _run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, filled:
         axes = (0 if per_member else None, 0) + (arg_axes if arg_axes is not None else (0,) * len(args))
         return jax.vmap(pieces[name] if isinstance(name, str) else name, in_axes=axes)(problems, vals, *args)
 
+    def in_groups(name: str | Callable, vals: dict, *args):
+        """:func:`batched` over fixed groups of ``FINAL_GROUP`` rows (``lax.map`` over the groups; the
+        rows padded to a multiple of it with copies of the last). XLA compiles a reduction over a
+        matrix of each row (the loss ``1/2 ||U V^T - X||^2``) differently for different numbers of
+        rows, so over the whole padded chunk the results changed in the last bit with the chunk size;
+        over groups of one fixed size they do not. Problems with scalar coordinates have no such
+        reduction: their rows go at once."""
+        if scalar_coordinates(problem):
+            return batched(name, vals, *args)
+        rows = jax.tree_util.tree_leaves(vals)[0].shape[0]
+        groups = -(-rows // FINAL_GROUP)
+        extra = groups * FINAL_GROUP - rows
+
+        def grouped(x):
+            x = jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)]) if extra else x
+            return x.reshape((groups, FINAL_GROUP) + x.shape[1:])
+
+        out = jax.lax.map(lambda t: batched(name, t[0], *t[1]), jax.tree_util.tree_map(grouped, (vals, args)))
+        return jax.tree_util.tree_map(lambda x: x.reshape((groups * FINAL_GROUP,) + x.shape[2:])[:rows], out)
+
     def one_at_a_time(fn: Callable, vals: dict, *args):
         """``fn(problem, vals, *args)`` of each trajectory, the rows one after the other (``lax.map``)."""
         def one(row):
@@ -630,7 +651,7 @@ def _run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, filled:
         if method == "closed_form":
             return batched(sharpness, vals, z)
         if method == "dense":
-            hessians = batched(lambda p, v, zz: p.hessian(zz), vals, z)
+            hessians = in_groups(lambda p, v, zz: p.hessian(zz), vals, z)
             return jax.lax.map(lambda h: jnp.linalg.eigvalsh(h)[-1], hessians)
         return one_at_a_time(sharpness, vals, z)
 
@@ -836,7 +857,7 @@ def _run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, filled:
         revisited = revisited | in_orbit_window(work)
 
     # 3. period detection and the final observables, then back to the chunk's order
-    out = batched("finals", work["vals"], work["z"])
+    out = in_groups("finals", work["vals"], work["z"])
     out["final_sharpness"] = (final_sharpness(work["vals"], work["z"]) if spec.sharpness
                               else jnp.full((padded,), jnp.nan))
     # (classify keeps a period only for rows classified periodic: settled rows get 0)
@@ -846,7 +867,7 @@ def _run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, filled:
         frozen = jnp.broadcast_to(out["final_params"][:, None, :], orbit.shape)
         orbit = jnp.where(revisited[:, None, None], orbit, frozen)
         out["orbit"] = jnp.where((work["div"] >= 0)[:, None, None], jnp.nan, orbit)
-        out["orbit_loss"] = batched("orbit_loss", work["vals"], out["orbit"])
+        out["orbit_loss"] = in_groups("orbit_loss", work["vals"], out["orbit"])
     rows = jnp.arange(padded, dtype=jnp.int32)
     position = jnp.zeros(padded, jnp.int32).at[work["origin"]].set(rows, unique_indices=True)[:size]
     return jax.tree_util.tree_map(lambda x: x.at[position].get(mode="promise_in_bounds", unique_indices=True), out)
