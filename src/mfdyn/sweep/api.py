@@ -94,13 +94,13 @@ def _describe_callable(fn: Callable) -> str:
 
 
 def _describe_factory_values(problems: list) -> str:
-    """A digest of the problems a factory built (their array leaves and static structure): a store
+    """A digest of the problems a factory built (their classes and array leaves): a store
     made with a factory that computes other problems, however it changed (a global it reads, a
     helper it calls), is refused on resume."""
     parts = []
-    for problem in problems:
-        leaves, treedef = jax.tree_util.tree_flatten(problem)
-        parts.append(str(treedef).encode())
+    for problem in problems:  # (not the treedef's text: a static field may be a function, shown with its address)
+        leaves = jax.tree_util.tree_leaves(problem)
+        parts.append(f"{type(problem).__module__}.{type(problem).__qualname__}/{len(leaves)}".encode())
         parts += [np.ascontiguousarray(leaf).tobytes() + str(np.shape(leaf)).encode() for leaf in map(np.asarray, leaves)]
     return _digest(b"|".join(parts))
 
@@ -224,10 +224,10 @@ def plan_sweep(problem, axes, steps, *, tol, max_period, keep_orbit, chunk, init
         grid = make_grid(axes, allowed)
     else:
         grid = make_grid(axes)
+    reserved = st.reserved_names()
     for name in (*grid.dim_names, *grid.axis_names):
-        if name in st.reserved_names() or name.startswith(st.AXIS_VALUES.format("")):
-            raise InputError(f"axis name {name!r} is taken by the results ({', '.join(sorted(st.reserved_names()))}); "
-                             f"rename it")
+        if name in reserved or name.startswith(st.AXIS_VALUES.format("")):
+            raise InputError(f"axis name {name!r} is taken by the results ({', '.join(sorted(reserved))}); rename it")
     const_names = tuple(n for n in grid.axis_names if n not in STEP_AXES + init_axes)
     if "eta" not in grid.axis_names:
         raise InputError("axes must include the step size 'eta' (a 1-element axis is fine)")
