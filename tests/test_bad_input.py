@@ -97,11 +97,16 @@ def test_analysis_functions_name_a_missing_problem_and_bad_constants():
         (lambda: mfdyn.deep.stages(None), "traj must be an mfdyn Trajectory, got NoneType"),
         (lambda: mfdyn.deep.relative_imbalance(None), "traj must be an mfdyn Trajectory, got NoneType"),
         (lambda: cz.Certificate.from_formula("a - delta", variables=("a", "a")), "variables must be distinct names"),
+        (lambda: mfdyn.deep.conditioned_family([2]), "d must be an integer, got [2]"),
+        (lambda: rank1.floquet_multipliers(mfdyn.ScalarFactorization(1.0), [np.nan, 1.0], 1.0, 1), "z must be finite"),
+        (lambda: rank1.floquet_multipliers(mfdyn.ScalarFactorization(1.0), [1.0, 1.0, 1.0], 1.0, 1),
+         "z must have the problem's 2 flat coordinates, got 3"),
     ]
     for call, message in calls:
         with pytest.raises(InputError) as info:
             call()
         assert message in str(info.value)
+    assert mfdyn.deep.conditioned_family(3) is mfdyn.deep.conditioned_family(3, "real")  # (one kernel per family)
 
 
 def test_analysis_parameters_are_checked():

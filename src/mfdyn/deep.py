@@ -385,15 +385,19 @@ def _final_signs(problem: DeepFactorization, final_params: jax.Array) -> jax.Arr
     return jax.vmap(lambda z: polar_sign(problem, problem.unflatten(z)))(final_params)
 
 
-@functools.lru_cache(maxsize=None)
 def conditioned_family(d: int, field: str = "real") -> Callable[..., DeepFactorization]:
     """Factory ``(kappa, balance) -> DeepFactorization(diag(kappa^{-k/(d-1)}), 4, balance, field)`` for sweeps.
 
     Traceable in ``kappa`` and ``balance`` (they become swept axes); the same object is returned for the
     same ``(d, field)``, so every sweep over this family shares one compiled kernel per chunk shape.
     """
-    d = v.integer("d", d, minimum=1)
-    v.choice("field", field, ("real", "complex"))
+    if not isinstance(field, str):
+        raise InputError(f"field must be 'real' or 'complex', got {field!r}")
+    return _conditioned_family(v.integer("d", d, minimum=1), v.choice("field", field, ("real", "complex")))
+
+
+@functools.lru_cache(maxsize=None)
+def _conditioned_family(d: int, field: str) -> Callable[..., DeepFactorization]:
     exps = np.arange(d) / max(d - 1, 1)
 
     def make(kappa: Any = 1.0, balance: Any = 0.0) -> DeepFactorization:

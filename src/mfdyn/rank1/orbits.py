@@ -152,7 +152,12 @@ def periodic_orbits(
 
 def floquet_multipliers(problem: Any, z: Any, eta: float, period: int) -> np.ndarray:
     """Eigenvalues of ``D(G^k)(z)`` (the Floquet multipliers when ``z`` lies on a period-k orbit)."""
+    v.problem(problem)
+    v.finite_scalar("eta", eta, positive=True)
     k = v.integer("period", period, minimum=1)
+    z = np.asarray(v.finite_array("z", z, ndim=1, allow_complex=False), dtype=float)
+    if z.size != problem.num_coordinates:
+        raise InputError(f"z must have the problem's {problem.num_coordinates} flat coordinates, got {z.size}")
     J = iterate_jacobian(problem, jnp.asarray(z, jnp.float64), jnp.asarray(eta, jnp.float64), k)
     mult = np.linalg.eigvals(np.asarray(J))
     return mult[np.argsort(-np.abs(mult))]
