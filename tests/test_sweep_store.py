@@ -198,6 +198,7 @@ def test_damaged_or_unwritable_stores_are_one_line_errors(tmp_path, monkeypatch)
     partial = tmp_path / "p.zarr"
     mfdyn.sweep(SCALAR, AXES, 60, chunk=4, store=partial, progress=False)
     zarr.open_group(partial, mode="r+")["chunk_done"][0] = 0
+    assert mfdyn.open_sweep(partial).attrs["mfdyn_points_computed"] == "17 of 21"  # (chunk 0: 4 of the 21 points)
 
     def read_only(self, data):
         raise OSError(30, "Read-only file system")

@@ -462,7 +462,7 @@ def _run(plan: Plan, store: Any, scheduler: Any, workers: int | None, progress: 
                         flat[name][start:stop] = result[name]
             bar.advance(stop - start)
     if path is not None:
-        flat = st.read_flat(path, plan.layout, chunk_size)
+        flat, _ = st.read_flat(path, plan.layout, chunk_size)
     return st.gridded(flat, grid, plan.layout, _attrs(plan.config, grid.size, grid.size))
 
 
@@ -501,7 +501,5 @@ def open_sweep(path: Any) -> xr.Dataset:
     config = json.loads(attrs["mfdyn_config"])
     grid = grid_from_config(config["grid"], lambda name: st.read_axis(path, name))
     layout = st.variable_layout(config["num_coordinates"], config["keep_orbit"])
-    flat = st.read_flat(path, layout, int(attrs["mfdyn_chunk"]))
-    done = st.read_chunk_done(path).astype(bool)
-    computed = int(np.repeat(done, int(attrs["mfdyn_chunk"]))[:grid.size].sum())
+    flat, computed = st.read_flat(path, layout, int(attrs["mfdyn_chunk"]))
     return st.gridded(flat, grid, layout, _attrs(config, computed, grid.size))
