@@ -218,3 +218,28 @@ def test_temporary_folders_of_killed_creators_are_removed(tmp_path):
         (folder / "store.zarr").mkdir(parents=True)
     mfdyn.sweep(SCALAR, AXES, 20, chunk=4, store=tmp_path / "s.zarr", progress=False)
     assert not orphan.exists() and live.exists()
+
+
+def test_a_lost_chunk_file_counts_as_not_computed_and_is_recomputed(tmp_path):
+    """Every chunk of every variable is a file, even one holding only the fill value (``period`` of a
+    grid with no periodic point): a file lost after the sweep (deleted by hand) makes its chunk read as
+    not computed, instead of silently as the fill value, and a resume computes it again."""
+    ref = mfdyn.sweep(SCALAR, AXES, 60, chunk=4, progress=False)
+    assert (ref.period.values == 0).all()  # (the period chunks hold only the fill value 0)
+    path = tmp_path / "s.zarr"
+    mfdyn.sweep(SCALAR, AXES, 60, chunk=4, store=path, progress=False)
+    n_chunks = 6  # (21 points in chunks of 4)
+    for name in ("period", "outcome", "final_params"):
+        written = sorted(p.relative_to(path / name / "c").parts[0] for p in (path / name / "c").rglob("*") if p.is_file())
+        assert written == [str(i) for i in range(n_chunks)], name
+    (path / "period" / "c" / "2").unlink()
+    (path / "final_params" / "c" / "4" / "0").unlink()
+    opened = mfdyn.open_sweep(path)
+    assert opened.attrs["mfdyn_points_computed"] == "13 of 21"  # (chunks 2 and 4: 8 points)
+    lost = np.zeros(21, bool)
+    lost[8:12] = lost[16:20] = True
+    assert (opened.outcome.values.ravel()[lost] == "unfinished").all()
+    assert (opened.outcome.values.ravel()[~lost] == ref.outcome.values.ravel()[~lost]).all()
+    _identical(ref, mfdyn.sweep(SCALAR, AXES, 60, chunk=4, store=path, progress=False))
+    assert (path / "period" / "c" / "2").is_file() and (path / "final_params" / "c" / "4" / "0").is_file()
+    _identical(ref, mfdyn.open_sweep(path))

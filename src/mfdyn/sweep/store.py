@@ -3,7 +3,10 @@
 On disk every variable is flat over ``point`` (grid points in C order), chunked like the sweep, so
 each finished sweep chunk is one aligned region of every variable (:class:`ChunkWriter`);
 ``chunk_done[i] = 1`` is written after chunk ``i``'s data, so a killed writer leaves at worst a
-chunk that is recomputed on resume. Zarr writes every file atomically, and a new store is built
+chunk that is recomputed on resume. Every chunk of every variable is written as a file, even one
+that holds only the array's fill value (``write_empty_chunks``), so a chunk file lost later (deleted
+by hand, an interrupted copy) is seen: its chunk counts as not computed, and a resumed sweep
+computes it again (:func:`read_chunk_done`). Zarr writes every file atomically, and a new store is built
 (by xarray, ``to_zarr(compute=False)``) in a temporary folder and renamed into place, so a store is
 never left unreadable. It is an ordinary xarray Zarr store: ``xarray.open_zarr`` reads it.
 """
@@ -26,6 +29,7 @@ from .classify import UNFINISHED, decode
 from .grid import Grid
 
 STORE_FORMAT = 1
+ALL_CHUNKS_WRITTEN = "mfdyn_all_chunks_written"  # attribute of stores whose every done chunk has its files
 AXIS_VALUES = "axis_values_{}"  # a long axis's values (recorded by digest in the configuration)
 IO_THREADS = 4  # threads handing arrays to Zarr at once (ChunkWriter, read_flat)
 
@@ -136,7 +140,7 @@ def open_or_create(path: Any, config: dict, fingerprint: str, size: int, chunk: 
             diff = _first_difference(stored, config) or "problem constants or factory differ"
             raise InputError(f"store {str(path)!r} was made by a different sweep configuration ({diff}); "
                              "use another path or delete it")
-        done = read_chunk_done(path)
+        done = read_chunk_done(path, layout)
         if not done.all():
             _writable_store(path)
         return path, int(attrs["mfdyn_chunk"]), done
@@ -159,7 +163,7 @@ def open_or_create(path: Any, config: dict, fingerprint: str, size: int, chunk: 
         for name, values in (long_axes or {}).items():  # (written now: they are not dask arrays)
             data_vars[AXIS_VALUES.format(name)] = ((AXIS_VALUES.format(name),), values)
         attrs = {"mfdyn_store_format": STORE_FORMAT, "mfdyn_fingerprint": fingerprint, "mfdyn_chunk": chunk,
-                 "mfdyn_config": json.dumps(config), "mfdyn_version": config["mfdyn_version"]}
+                 "mfdyn_config": json.dumps(config), "mfdyn_version": config["mfdyn_version"], ALL_CHUNKS_WRITTEN: 1}
         xr.Dataset(data_vars, attrs=attrs).to_zarr(tmp / "store.zarr", compute=False, mode="w", consolidated=False)
         os.replace(tmp / "store.zarr", path)
     except OSError as exc:
@@ -219,13 +223,29 @@ def _damaged(path: Path, exc: Exception) -> InputError:
 STORE_READ_ERRORS = (KeyError, RuntimeError, ValueError, OSError)  # (zarr's decoding and missing-key errors among them)
 
 
-def read_chunk_done(path: Path) -> np.ndarray:
+def read_chunk_done(path: Path, layout: dict | None = None) -> np.ndarray:
+    """``chunk_done`` of the store: 1 for the chunks whose results it holds. With the variables'
+    ``layout``, a chunk marked done one of whose files is missing counts as not done (0): in a store
+    that writes every chunk's files (:data:`ALL_CHUNKS_WRITTEN`), it was lost after the sweep wrote
+    it, and Zarr would read it as the fill value. (Stores of earlier versions skipped chunks that
+    held only the fill value, so there a missing file says nothing.)"""
     import zarr
 
     try:
-        return np.asarray(zarr.open_group(path, mode="r")["chunk_done"][...], dtype=np.int8)
+        group = zarr.open_group(path, mode="r")
+        done = np.asarray(group["chunk_done"][...], dtype=np.int8)
+        if layout is None or not group.attrs.get(ALL_CHUNKS_WRITTEN):
+            return done
+        for name in layout:
+            array = group[name]
+            encode = array.metadata.chunk_key_encoding.encode_chunk_key
+            rest = (0,) * (array.ndim - 1)  # (the extra dimensions are one chunk)
+            for i in np.flatnonzero(done):
+                if not (path / name / encode((int(i), *rest))).is_file():
+                    done[i] = 0
     except STORE_READ_ERRORS as exc:
         raise _damaged(path, exc) from None
+    return done
 
 
 class ChunkWriter:
@@ -246,7 +266,8 @@ class ChunkWriter:
 
         try:
             group = zarr.open_group(path, mode="r+")
-            self._arrays = {name: group[name] for name in layout}
+            # (every chunk written as a file, fill values alone included: read_chunk_done)
+            self._arrays = {name: group[name].with_config({"write_empty_chunks": True}) for name in layout}
             self._done = group["chunk_done"]
         except STORE_READ_ERRORS as exc:
             raise _damaged(path, exc) from None
@@ -270,8 +291,8 @@ class ChunkWriter:
 
 
 def read_flat(path: Path, layout: dict, chunk: int) -> tuple[dict[str, np.ndarray], int]:
-    """All flat variables, and how many points have results: points of chunks not marked done read
-    as not computed. (Read with Zarr
+    """All flat variables, and how many points have results: points of chunks not marked done (or
+    whose files are missing: :func:`read_chunk_done`) read as not computed. (Read with Zarr
     itself, the arrays on a few threads: 0.14-0.25 s for the scalar benchmark's 1e6 points, against
     0.42-0.47 s through ``xarray.open_zarr`` and dask.)"""
     import zarr
@@ -282,7 +303,7 @@ def read_flat(path: Path, layout: dict, chunk: int) -> tuple[dict[str, np.ndarra
             flat = dict(zip(layout, pool.map(lambda name: group[name][...], layout)))
     except STORE_READ_ERRORS as exc:
         raise _damaged(path, exc) from None
-    done = read_chunk_done(path).astype(bool)
+    done = read_chunk_done(path, layout).astype(bool)
     size = next(iter(flat.values())).shape[0]
     missing = ~np.repeat(done, chunk)[:size]
     for name, (_, _, fill) in layout.items():
