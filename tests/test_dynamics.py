@@ -166,3 +166,21 @@ def test_default_times_end_at_t1():
     for n in (3, 257):
         times = default_times(100.0, n)
         assert times.size == n and times[0] == 0.0 and times[-1] == 100.0 and np.all(np.diff(times) > 0)
+
+
+def test_a_last_state_whose_loss_overflowed_is_diverged_as_in_the_sweep():
+    """A run that ends at a finite state whose gradient overflows (|a b| ~ 1e197: the loss is inf)
+    diverged at that last step, as a longer run does at the same step and as the sweep says."""
+    problem = mfdyn.ScalarFactorization(1.0)
+    eta, start = 12 / 19, (2.5, 0.5)
+    longer = mfdyn.gd(problem, start, eta, 60)
+    d = longer.diverged_at
+    assert d is not None
+    run = mfdyn.gd(problem, start, eta, d, record=("loss",))
+    assert np.all(np.isfinite(np.asarray(run.final))) and not np.isfinite(float(problem.loss(run.final)))
+    assert (run.status, run.diverged_at) == ("diverged", d)
+    assert run.steps.max() < d and np.all(np.isfinite(run["loss"]))  # (the record at d is dropped)
+    np.testing.assert_array_equal(np.asarray(run.final), np.asarray(longer.final))
+    ds = mfdyn.sweep(problem, {"eta": [eta], "a": [start[0]], "b": [start[1]]}, d, progress=False)
+    assert int(ds.diverged_at.values.ravel()[0]) == d and str(ds.outcome.values.ravel()[0]) == "diverged"
+    np.testing.assert_array_equal(ds.final_params.values.reshape(-1), np.asarray(run.final).reshape(-1))

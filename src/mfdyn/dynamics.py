@@ -85,7 +85,11 @@ def _gd_scan(problem, params0, eta, momentum, *, n_blocks: int, every: int, rema
         carry = jax.lax.fori_loop(0, remainder, step, carry)
         last = jax.tree_util.tree_map(lambda x: x[None], record(carry[0]))
         recs = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), recs, last)
-    return carry[0], carry[3], recs
+    # the last state's own test: a finite z_T whose gradient is not finite (the loss overflowed
+    # there) diverged at T, as in a longer run and in the sweep kernel
+    params, _, steps, diverged_at = carry
+    diverged_at = jnp.where((diverged_at < 0) & ~tree_all_finite(problem.grad(params)), steps, diverged_at)
+    return params, diverged_at, recs
 
 
 def _check_eta(eta: Any) -> jax.Array:
@@ -106,7 +110,8 @@ def gd(
 
     Recorded steps are ``0, every, 2 every, ...`` and ``steps`` itself. At the first non-finite state
     the run stops cleanly: ``diverged_at`` is that step, ``final`` the last finite state, and records
-    at or after it are dropped.
+    at or after it are dropped. A state whose gradient is not finite (its loss overflowed) diverged
+    there too, the last one included (as in :func:`mfdyn.sweep`).
     """
     v.problem(problem)
     params0 = problem.check_params(params0, "params0")
