@@ -2,6 +2,7 @@
 
 import re
 
+import jax
 import numpy as np
 import pytest
 
@@ -120,3 +121,48 @@ def test_analysis_parameters_are_checked():
     assert rank1.edge_of_stability(series, 1.0, tail=1.0).tail_min == 1.0
     with pytest.raises(InputError, match="max_classes must be an integer, got 'a'"):
         symmetric.equilibria(mfdyn.SymmetricFactorization(np.eye(2), 1), max_classes="a")
+
+
+def test_low_level_analysis_functions_check_their_arguments():
+    """The building blocks that the analyses call are public too: each names its bad argument in one
+    line (they used to raise AttributeError, IndexError, LinAlgError or KeyError), and accepts the
+    plain Python lists a user types."""
+    from mfdyn import landscape, rank1, symmetric
+
+    pair = mfdyn.MatrixFactorization(np.diag([1.0, 0.5]), 1)
+    sym = mfdyn.SymmetricFactorization(np.diag([2.0, 1.0, -0.5]), 2)
+    t = np.arange(1.0, 20.0)
+    calls = [
+        (lambda: rank1.gd_map(pair, np.ones(3), 0.1), "z must have the problem's 4 flat coordinates, got 3"),
+        (lambda: rank1.gd_map(pair, [1.0, np.nan, 0.0, 0.0], 0.1), "z must be finite"),
+        (lambda: rank1.gd_map(pair, np.ones(4), "x"), "eta must be a real number, got 'x'"),
+        (lambda: rank1.iterate(pair, np.ones(4), 0.1, -1), "k must be >= 0, got -1"),
+        (lambda: rank1.iterate(None, np.ones(4), 0.1, 2), "problem must be an mfdyn problem, got NoneType"),
+        (lambda: symmetric.class_of(sym, np.ones(3)), "X must have 2 dimension(s), got shape (3,)"),
+        (lambda: symmetric.class_of(sym, [[1.0, 2.0], [3.0, 4.0]]), "X must have shape (3, 2), got (2, 2)"),
+        (lambda: symmetric.jacobian_spectrum([1.0, 2.0], (0, 5), 2), "support must hold distinct indices below 2"),
+        (lambda: symmetric.jacobian_spectrum([1.0, 2.0], (0, 1), 1), "support may hold at most rank = 1 indices, got 2"),
+        (lambda: symmetric.jacobian_spectrum("x", (0,), 1), "eigenvalues must be numeric, got 'x'"),
+        (lambda: symmetric.cascade_derivative_scale(sym, np.ones(3)), "X must be one point of shape (n, r) = (3, 2)"),
+        (lambda: symmetric.cascade_derivative_scale(sym, "x"), "X must be numeric, got 'x'"),
+        (lambda: symmetric.power_fit("g", t[:3], t, 1, 1.0, 2.0), "series 'g' must be 1-D with one value per time (3)"),
+        (lambda: symmetric.power_fit("g", t, 1 / t, 1, 1.0, 0.0), "tail_decades must be > 0, got 0.0"),
+        (lambda: symmetric.exponential_fit("g", t, np.exp(-t), 1.0, 2.0), "floor must be in (0, 1), got 2.0"),
+        (lambda: symmetric.exponential_fit("g", t[::-1], np.exp(-t), 1.0, 1e-8), "times must be strictly increasing"),
+        (lambda: symmetric.fit_rates(sym, t, [1, 2]), "series must be a dict with the series S_2, residual_2"),
+        (lambda: symmetric.fit_rates(sym, t, {}, tail_decades=-1), "tail_decades must be > 0, got -1"),
+        (lambda: landscape.target_with_singular_values([1.0], (2, 2), seed=-1), "seed must be >= 0, got -1"),
+        (lambda: landscape.target_with_singular_values([1.0], (3,)), "shape must be a pair (rows, columns), got [3]"),
+        (lambda: landscape.target_with_singular_values([np.nan], (2, 2)), "values must be finite, got [nan]"),
+        (lambda: landscape.target_with_singular_values([-1.0], (2, 2)), "values are singular values and must be >= 0"),
+    ]
+    for call, message in calls:
+        with pytest.raises(InputError) as info:
+            call()
+        assert message in str(info.value) and "\n" not in str(info.value)
+    # lists are what a user types; traced arguments (inside jit) pass unchecked
+    z = np.array([1.0, 0.2, 0.7, 0.1])
+    np.testing.assert_array_equal(rank1.gd_map(pair, z.tolist(), 0.1), rank1.gd_map(pair, z, 0.1))
+    np.testing.assert_array_equal(jax.jit(lambda z, eta: rank1.iterate(pair, z, eta, 3))(z, 0.1),
+                                  rank1.iterate(pair, z.tolist(), 0.1, 3))
+    assert symmetric.class_of(sym, np.eye(3, 2) * np.sqrt([2.0, 1.0])) == (1, 1)

@@ -105,6 +105,17 @@ def problem(value: Any, name: str = "problem") -> Any:
     return instance(name, value, Problem, "an mfdyn problem")
 
 
+def flat_point(problem: Any, value: Any, name: str = "z") -> Any:
+    """``value`` as a float64 vector of the problem's flat real coordinates (``problem.flatten``), after
+    checking it is finite, real, 1-D and of that length (a traced value is returned as it is)."""
+    if is_traced(value):
+        return value
+    z = np.asarray(finite_array(name, value, ndim=1, allow_complex=False), dtype=np.float64)
+    if z.size != problem.num_coordinates:
+        raise InputError(f"{name} must have the problem's {problem.num_coordinates} flat coordinates, got {z.size}")
+    return jax.numpy.asarray(z)
+
+
 def choice(name: str, value: Any, options: tuple[str, ...]) -> str:
     if value not in options:
         raise InputError(f"{name} must be one of {', '.join(map(repr, options))}; got {value!r}")

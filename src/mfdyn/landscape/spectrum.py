@@ -121,11 +121,18 @@ def target_with_singular_values(values, shape: tuple[int, int], seed: int | np.r
     ``values`` are placed on the leading diagonal (at most ``min(shape)`` of them); ``seed`` is an
     integer or a ``numpy.random.Generator``.
     """
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    d_out, d_in = shape
-    values = np.asarray(values, dtype=float)
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 2:
+        raise InputError(f"shape must be a pair (rows, columns), got {v.describe(shape)}")
+    d_out, d_in = shape = (v.integer("shape rows", shape[0], minimum=1), v.integer("shape columns", shape[1], minimum=1))
+    if not isinstance(seed, np.random.Generator):
+        rng = np.random.default_rng(v.integer("seed", seed, minimum=0))
+    else:
+        rng = seed
+    values = np.asarray(v.finite_array("values", values, allow_complex=False), dtype=float)
     if values.ndim != 1 or values.size > min(shape):
         raise InputError(f"values must be a 1-D list of at most min(shape) = {min(shape)} numbers, got {values.tolist()}")
+    if np.any(values < 0):
+        raise InputError(f"values are singular values and must be >= 0, got {values.tolist()}")
     S = np.zeros(shape)
     S[np.arange(values.size), np.arange(values.size)] = values
     qa, _ = np.linalg.qr(rng.standard_normal((d_out, d_out)))

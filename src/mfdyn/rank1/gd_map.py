@@ -14,11 +14,21 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from .. import _validate as v
 from ..dynamics import gd_update
+
+
+def _checked(problem: Any, z: Any, eta: Any) -> tuple[jax.Array, jax.Array]:
+    """``(z, eta)`` as float64 arrays, checked where they are concrete (traced values pass: these maps
+    also run inside compiled analyses)."""
+    v.problem(problem)
+    v.finite_scalar("eta", eta, positive=True)
+    return v.flat_point(problem, z), (eta if v.is_traced(eta) else jnp.asarray(eta, jnp.float64))
 
 
 def gd_map(problem: Any, z: jax.Array, eta: jax.Array) -> jax.Array:
     """One GD step in flat coordinates: ``G(z) = z - eta grad f(z)``."""
+    z, eta = _checked(problem, z, eta)
     params = problem.unflatten(z)
     zero = jax.tree_util.tree_map(jnp.zeros_like, params)
     new, _ = gd_update(problem, params, zero, eta, jnp.zeros((), z.dtype), heavy_ball=False)
@@ -26,7 +36,9 @@ def gd_map(problem: Any, z: jax.Array, eta: jax.Array) -> jax.Array:
 
 
 def iterate(problem: Any, z: jax.Array, eta: jax.Array, k: int) -> jax.Array:
-    """``G^k(z)`` (``k`` static)."""
+    """``G^k(z)`` (``k`` static, ``k >= 0``)."""
+    z, eta = _checked(problem, z, eta)
+    k = v.integer("k", k, minimum=0)
     return jax.lax.fori_loop(0, k, lambda _, x: gd_map(problem, x, eta), z)
 
 

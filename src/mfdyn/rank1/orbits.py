@@ -155,9 +155,6 @@ def floquet_multipliers(problem: Any, z: Any, eta: float, period: int) -> np.nda
     v.problem(problem)
     v.finite_scalar("eta", eta, positive=True)
     k = v.integer("period", period, minimum=1)
-    z = np.asarray(v.finite_array("z", z, ndim=1, allow_complex=False), dtype=float)
-    if z.size != problem.num_coordinates:
-        raise InputError(f"z must have the problem's {problem.num_coordinates} flat coordinates, got {z.size}")
-    J = iterate_jacobian(problem, jnp.asarray(z, jnp.float64), jnp.asarray(eta, jnp.float64), k)
+    J = iterate_jacobian(problem, v.flat_point(problem, z), jnp.asarray(eta, jnp.float64), k)
     mult = np.linalg.eigvals(np.asarray(J))
     return mult[np.argsort(-np.abs(mult))]

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _validate as v
 from ..errors import InputError
 from ..trajectory import Trajectory
 from .cascade import cascade_factors
@@ -36,6 +37,7 @@ from .closed_form import CascadeSolution, cascade_closed_form
 from .spectrum import Regime, Spectrum, regime, require_rank_at_least_r0, spectrum
 
 POWER_SERIES = {"S_2": 1, "residual_2": 1, "residual_F": 1, "loss_gap": 2}
+SERIES = (*POWER_SERIES, "K_F", "P1_gap")  # what fit_rates fits
 LABELS = {
     "S_2": "t ||S||_2", "residual_2": "t ||XX^T - M_+||_2", "residual_F": "t ||XX^T - M_+||_F",
     "loss_gap": "t^2 (f - f*)", "K_F": "rate of ||K||_F", "P1_gap": "rate of ||P1 - Lambda1||_F",
@@ -151,7 +153,27 @@ def series_of_solution(problem: Any, sol: CascadeSolution) -> dict[str, np.ndarr
             "K_F": np.linalg.norm(sol.K, axis=(-2, -1)), "P1_gap": np.linalg.norm(sol.P1_gap, axis=(-2, -1))}
 
 
+def _series(times: Any, g: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(times, g)`` as float arrays after checking them: finite, 1-D, of one length, the times
+    strictly increasing (``g`` may hold NaN where a series is not defined)."""
+    times = np.asarray(v.finite_array("times", times, ndim=1, allow_complex=False), dtype=float)
+    try:
+        g = np.asarray(g, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(f"series {name!r} must be numeric, got {v.describe(g)}") from None
+    if g.ndim != 1 or g.shape != times.shape:
+        raise InputError(f"series {name!r} must be 1-D with one value per time ({times.size}), got shape {g.shape}")
+    if times.size == 0 or np.any(np.diff(times) <= 0):
+        raise InputError(f"times must be strictly increasing and not empty, got {v.describe(times)}")
+    return times, g
+
+
 def power_fit(name: str, times: np.ndarray, g: np.ndarray, power: int, predicted: float, tail_decades: float) -> PowerFit:
+    """The constant ``c`` of ``g(t) ~ c / t^power`` over the last ``tail_decades`` decades of ``times``
+    (least squares of ``t^power g = c0 + c1 / t``), and the log-log slope of ``g`` there."""
+    times, g = _series(times, g, name)
+    power = v.integer("power", power, minimum=0)
+    v.finite_scalar("tail_decades", tail_decades, positive=True)
     t_end = float(times[-1])
     sel = (times >= t_end * 10.0 ** (-tail_decades)) & (times > 0)
     at_end = float(t_end**power * g[-1])
@@ -172,6 +194,11 @@ def power_fit(name: str, times: np.ndarray, g: np.ndarray, power: int, predicted
 
 
 def exponential_fit(name: str, times: np.ndarray, g: np.ndarray, reference: float, floor: float) -> ExpFit:
+    """The rate ``c`` of ``g(t) ~ e^{-c t}`` (least squares of ``log g``) from where ``g`` has fallen to
+    1e-2 of its peak until it falls below ``floor`` times the peak; ``reference`` is the predicted rate."""
+    times, g = _series(times, g, name)
+    if not 0 < float(v.finite_scalar("floor", floor)) < 1:
+        raise InputError(f"floor must be in (0, 1), got {floor}")
     nan = float("nan")
     if g.size == 0 or not np.any(g > 0):
         return ExpFit(name, nan, reference, (nan, nan), 0, nan)
@@ -205,8 +232,12 @@ def fit_rates(problem: Any, times: Any, series: dict[str, np.ndarray], *, tail_d
     times = np.asarray(times, dtype=float)
     if times.ndim != 1 or times.size < 2 or np.any(np.diff(times) <= 0):
         raise InputError(f"times must be a strictly increasing 1-D array with at least 2 entries, got shape {times.shape}")
-    if not 0 < floor < 1:
+    if not 0 < float(v.finite_scalar("floor", floor)) < 1:
         raise InputError(f"floor must be in (0, 1), got {floor}")
+    v.finite_scalar("tail_decades", tail_decades, positive=True)
+    if not isinstance(series, dict) or not set(SERIES) <= set(series):
+        have = sorted(series) if isinstance(series, dict) else type(series).__name__
+        raise InputError(f"series must be a dict with the series {', '.join(SERIES)}, got {have}")
     predicted = predicted_constants(spec)
     constants = {n: power_fit(LABELS[n], times, series[n], a, predicted[n], tail_decades) for n, a in POWER_SERIES.items()}
     lam_min = float(spec.lam1.min()) if spec.p else float("nan")

@@ -185,13 +185,24 @@ def cascade_time_derivative(problem: Any, X: Any) -> Cascade:
     cascade equations, so it checks them.
     """
     spec = spectrum(problem)
+    batch, batched = _points_in_domain(problem, X, spec)
+    out = _cascade_derivatives(jnp.asarray(problem.M), jnp.asarray(spec.vectors), jnp.asarray(batch), spec.p)
+    out = [np.asarray(o) for o in out]
+    return Cascade(*(o if batched else o[0] for o in out))
+
+
+def _points_in_domain(problem: Any, X: Any, spec: Spectrum) -> tuple[np.ndarray, bool]:
+    """``X`` (one point ``(n, r)`` or a batch ``(T, n, r)``) as a batch of points, each checked to lie in
+    the cascade domain ``{P1 > 0}``, and whether it was a batch."""
+    v.finite_array("X", X, allow_complex=False)
     arr = np.asarray(X, dtype=float)
+    if arr.ndim not in (2, 3):
+        raise InputError(f"X must be one point of shape (n, r) = {(problem.M.shape[0], problem.rank)} or a batch "
+                         f"(T, n, r) of them, got shape {arr.shape}")
     batch = arr if arr.ndim == 3 else arr[None]
     for i, Xi in enumerate(batch):
         cascade_factors(problem, Xi, spec=spec, name=f"X[{i}]" if arr.ndim == 3 else "X")  # shape and domain
-    out = _cascade_derivatives(jnp.asarray(problem.M), jnp.asarray(spec.vectors), jnp.asarray(batch), spec.p)
-    out = [np.asarray(o) for o in out]
-    return Cascade(*(o if arr.ndim == 3 else o[0] for o in out))
+    return batch, arr.ndim == 3
 
 
 def cascade_derivative_scale(problem: Any, X: Any) -> Cascade:
@@ -205,8 +216,7 @@ def cascade_derivative_scale(problem: Any, X: Any) -> Cascade:
     denominator of a fair comparison.
     """
     spec = spectrum(problem)
-    arr = np.asarray(X, dtype=float)
-    batch = arr if arr.ndim == 3 else arr[None]
+    batch, batched = _points_in_domain(problem, X, spec)
     p, M, V = spec.p, np.asarray(problem.M, dtype=float), spec.vectors
     out = []
     for Xi in batch:
@@ -218,5 +228,5 @@ def cascade_derivative_scale(problem: Any, X: Any) -> Cascade:
         a = 1.0 / float(np.linalg.svd(Y[:p], compute_uv=False)[-1]) if p else 0.0
         out.append((2 * d2 * y2 + 2 * y2**2 * a * d1, d2 * a + 2 * y2 * a**2 * d1, 2 * d1 * y1))
     scales = np.asarray(out).T  # (3, T)
-    return Cascade(*(s if arr.ndim == 3 else s[0] for s in scales))
+    return Cascade(*(s if batched else s[0] for s in scales))
 

@@ -73,8 +73,19 @@ def count_classes(spec: Spectrum) -> int:
 
 
 def jacobian_spectrum(eigenvalues: np.ndarray, support: tuple[int, ...], rank: int) -> np.ndarray:
-    """The closed-form Jacobian spectrum at ``X X^T = sum_{i in support} lambda_i v_i v_i^T`` (descending)."""
-    lam = np.asarray(eigenvalues, dtype=float)
+    """The closed-form Jacobian spectrum at ``X X^T = sum_{i in support} lambda_i v_i v_i^T`` (descending).
+
+    ``eigenvalues``: those of ``M`` (any order); ``support``: distinct indices into them, at most ``rank``."""
+    lam = np.asarray(v.finite_array("eigenvalues", eigenvalues, ndim=1, allow_complex=False), dtype=float)
+    rank = v.integer("rank", rank, minimum=1)
+    if isinstance(support, (str, bytes)) or not hasattr(support, "__iter__"):
+        raise InputError(f"support must be a tuple of indices into the eigenvalues, got {v.describe(support)}")
+    support = tuple(v.integer("support entry", i, minimum=0) for i in support)
+    if any(i >= lam.size for i in support) or len(set(support)) != len(support):
+        raise InputError(f"support must hold distinct indices below {lam.size} (the number of eigenvalues), "
+                         f"got {support}")
+    if len(support) > rank:
+        raise InputError(f"support may hold at most rank = {rank} indices, got {len(support)}")
     chosen = np.zeros(lam.size, bool)
     chosen[list(support)] = True
     k = len(support)
@@ -157,8 +168,10 @@ def stable_class(problem: Any) -> Equilibrium:
 
 def class_of(problem: Any, X: Any) -> tuple[int, ...]:
     """The class ``dims`` a point ``X`` is closest to: ``d_g = round(tr(V_g^T X X^T V_g) / lambda_g)``."""
+    from .cascade import check_X
+
     spec = spectrum(problem)
-    X = np.asarray(X, dtype=float)
+    X = check_X(problem, X)
     Y = spec.vectors.T @ X  # (n, r)
     return tuple(
         int(np.rint(np.sum(Y[start:stop] ** 2) / spec.eigenvalues[start])) for start, stop in positive_groups(spec)
