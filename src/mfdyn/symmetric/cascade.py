@@ -67,7 +67,7 @@ def cascade_factors(problem: Any, X: Any, *, spec: Spectrum | None = None, name:
     """``(F, K, P1, P1^{-1})`` of ``X`` (see module docstring); raises outside ``{P1 > 0}``."""
     spec = spectrum(problem) if spec is None else spec
     X = check_X(problem, X, name)
-    p, r = spec.p, spec.rank
+    p = spec.p
     Y = spec.vectors.T @ X  # (n, r)
     Y1, Y2 = Y[:p], Y[p:]  # (p, r), (n-p, r)
     if p == 0:
