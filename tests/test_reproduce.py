@@ -6,8 +6,9 @@ import pytest
 
 from mfdyn.cli import main
 from mfdyn.experiments import EXPERIMENTS, load_all
+from mfdyn.experiments.registry import CLAIM_SOURCES
 
-CLAIM_KEYS = {"experiment", "claim", "expected", "measured", "tolerance", "passed"}
+CLAIM_KEYS = {"experiment", "source", "claim", "expected", "measured", "tolerance", "passed"}
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +35,13 @@ def test_claims_json_is_the_claims_table(quick_report):
     assert len(claims) >= 50
     for c in claims:
         assert set(c) == CLAIM_KEYS and isinstance(c["passed"], bool) and c["claim"]
+        assert c["source"] in CLAIM_SOURCES
     passed = sum(c["passed"] for c in claims)
     html = (out / "report.html").read_text()
     assert f"{passed} of {len(claims)} claims pass" in html
+    by_source = ", ".join(f"{s}: {sum(c['passed'] for c in claims if c['source'] == s)} of "
+                          f"{sum(c['source'] == s for c in claims)}" for s in CLAIM_SOURCES)
+    assert f"claims pass ({by_source});" in html and f"claims pass** ({by_source});" in (out / "report.md").read_text()
     # claims table first, then the experiments with embedded figures
     assert html.index("<h2>Claims</h2>") < html.index("data:image/png;base64,")
     assert html.count("<tr><td>") >= len(claims)

@@ -9,13 +9,18 @@ import json
 import platform
 from pathlib import Path
 
-from .experiments.registry import ExperimentResult
+from .experiments.registry import CLAIM_SOURCES, ExperimentResult
 
 
 def _fmt(x) -> str:
     if isinstance(x, float):
         return f"{x:.6g}"
     return str(x)
+
+
+def _cell(x) -> str:
+    """A markdown table cell: :func:`_fmt`, its pipes escaped (a claim's ``|Q(z)|`` split its row)."""
+    return _fmt(x).replace("|", "\\|")
 
 
 def claims_json(results: list[ExperimentResult]) -> list[dict]:
@@ -28,10 +33,18 @@ def summary(results: list[ExperimentResult]) -> tuple[int, int, int]:
     return sum(c.passed for c in claims), len(claims), sum(r.error is not None for r in results)
 
 
+def summary_by_source(results: list[ExperimentResult]) -> dict[str, tuple[int, int]]:
+    """``{source: (claims passed, claims total)}`` for every source in ``CLAIM_SOURCES``, in that order."""
+    claims = [c for r in results for c in r.context.claims]
+    return {s: (sum(c.passed for c in claims if c.source == s), sum(c.source == s for c in claims)) for s in CLAIM_SOURCES}
+
+
 SOURCES = ("Where the claims come from: the papers' full texts were not available. A claim states the paper's "
            "result only where MATH.md marks that statement [paper]; closed forms, "
            "thresholds, rates and rules marked [derived] there were worked out for this project and are checked "
-           "here as formulas of mfdyn, not as the papers' results. MATH.md names the source of every formula.")
+           "here as formulas of mfdyn, not as the papers' results. MATH.md names the source of every formula. "
+           "The column source gives, per claim, paper (a seed abstract's statement, MATH.md [paper]) or derived "
+           "(a formula or check worked out for this project, MATH.md [derived]).")
 
 
 def _columns(rows: list[dict]) -> list[str]:
@@ -45,10 +58,11 @@ def _header(results, scale) -> list[str]:
     from . import __version__
 
     passed, total, errors = summary(results)
+    by_source = ", ".join(f"{s}: {p} of {n}" for s, (p, n) in summary_by_source(results).items())
     return [
         f"mfdyn {__version__}, scale `{scale}`, {datetime.datetime.now().isoformat(timespec='seconds')}, "
         f"{platform.machine()} / {platform.system()}, JAX backend `{jax.default_backend()}`.",
-        f"**{passed} of {total} claims pass**; {errors} experiment(s) raised an error.",
+        f"**{passed} of {total} claims pass** ({by_source}); {errors} experiment(s) raised an error.",
         "",
         SOURCES,
     ]
@@ -56,11 +70,11 @@ def _header(results, scale) -> list[str]:
 
 def write_markdown(results: list[ExperimentResult], out: Path, scale: str) -> Path:
     lines = ["# mfdyn reproduction report", "", *_header(results, scale), "", "## Claims", "",
-             "| experiment | claim | expected | measured | tolerance | result |", "|---|---|---|---|---|---|"]
+             "| experiment | claim | source | expected | measured | tolerance | result |", "|---|---|---|---|---|---|---|"]
     for r in results:
         for c in r.context.claims:
-            lines.append(f"| {c.experiment} | {c.claim} | {_fmt(c.expected)} | {_fmt(c.measured)} | {_fmt(c.tolerance)} | "
-                         f"{'pass' if c.passed else '**FAIL**'} |")
+            lines.append(f"| {c.experiment} | {_cell(c.claim)} | {c.source} | {_cell(c.expected)} | {_cell(c.measured)} | "
+                         f"{_cell(c.tolerance)} | {'pass' if c.passed else '**FAIL**'} |")
     for r in results:
         ctx = r.context
         lines += ["", f"## {r.experiment.name}: {r.experiment.title}", "", f"Experiments on: {r.experiment.paper}. Time: {r.seconds:.1f} s."]
@@ -73,7 +87,7 @@ def write_markdown(results: list[ExperimentResult], out: Path, scale: str) -> Pa
                 continue
             keys = _columns(t.rows)
             lines += ["", f"**{t.title}**", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-            lines += ["| " + " | ".join(_fmt(row.get(k, "")) for k in keys) + " |" for row in t.rows]
+            lines += ["| " + " | ".join(_cell(row.get(k, "")) for k in keys) + " |" for row in t.rows]
         for f in ctx.figures:
             lines += ["", f"![{f.caption}]({f.path.relative_to(out).as_posix()})", "", f"*{f.caption}*"]
     path = out / "report.md"
@@ -89,13 +103,14 @@ def write_html(results: list[ExperimentResult], out: Path, scale: str) -> Path:
              ".pass{color:#060}.fail{color:#b00;font-weight:bold}img{max-width:100%}pre{background:#f4f4f4;padding:8px;overflow:auto}",
              "</style></head><body><h1>mfdyn reproduction report</h1>"]
     parts += [f"<p>{esc(line).replace('**', '')}</p>" for line in _header(results, scale)]
-    parts.append("<h2>Claims</h2><table><tr><th>experiment</th><th>claim</th><th>expected</th><th>measured</th>"
-                 "<th>tolerance</th><th>result</th></tr>")
+    parts.append("<h2>Claims</h2><table><tr><th>experiment</th><th>claim</th><th>source</th><th>expected</th>"
+                 "<th>measured</th><th>tolerance</th><th>result</th></tr>")
     for r in results:
         for c in r.context.claims:
             cls, word = ("pass", "pass") if c.passed else ("fail", "FAIL")
-            parts.append(f"<tr><td>{esc(c.experiment)}</td><td>{esc(c.claim)}</td><td>{esc(_fmt(c.expected))}</td>"
-                         f"<td>{esc(_fmt(c.measured))}</td><td>{esc(_fmt(c.tolerance))}</td><td class='{cls}'>{word}</td></tr>")
+            parts.append(f"<tr><td>{esc(c.experiment)}</td><td>{esc(c.claim)}</td><td>{esc(c.source)}</td>"
+                         f"<td>{esc(_fmt(c.expected))}</td><td>{esc(_fmt(c.measured))}</td><td>{esc(_fmt(c.tolerance))}</td>"
+                         f"<td class='{cls}'>{word}</td></tr>")
     parts.append("</table>")
     for r in results:
         ctx = r.context

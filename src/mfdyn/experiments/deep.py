@@ -60,18 +60,19 @@ def incremental(ctx: Context) -> None:
                   for k in range(d)]  # (Python numbers: the report shows [40, 100, ...])
         main, skew = traj["hermitian_main_term"], traj["skew_error"]
         final_loss = float(traj["loss"][-1])
-        ctx.at_most(f"{name} target (d={d}): final loss after {steps} GD steps", final_loss, 1e-10)
+        ctx.at_most(f"{name} target (d={d}): final loss after {steps} GD steps", final_loss, 1e-10, source="paper")
         ctx.close(f"{name} target: final Hermitian main term = 4 sqrt(sigma_min(Sigma)) (balanced PSD minimizer, M = 2 W_1)",
-                  main[-1], 4.0 * np.sqrt(s.min()), rtol=1e-6)
-        ctx.at_most(f"{name} target: final skew error (W_2 W_1 = (W_4 W_3)^H at the minimizer)", skew[-1], 1e-6)
+                  main[-1], 4.0 * np.sqrt(s.min()), source="derived", rtol=1e-6)
+        ctx.at_most(f"{name} target: final skew error (W_2 W_1 = (W_4 W_3)^H at the minimizer)", skew[-1], 1e-6,
+                    source="derived")
         ctx.holds(f"{name} target: stages found in order (alignment end < saddle-avoidance end)",
                   st.alignment_end is not None and st.saddle_end is not None and st.alignment_end < st.saddle_end,
-                  measured=f"T1={st.alignment_end}, T1+T2={st.saddle_end}", expected="T1 < T1+T2")
+                  source="paper", measured=f"T1={st.alignment_end}, T1+T2={st.saddle_end}", expected="T1 < T1+T2")
         if name == "graded":
             ordered = int(np.sum(np.diff(escape) > 0))
             ctx.holds("graded target: modes are learned one at a time, largest singular value first "
                       "(escape steps strictly increasing)", ordered == d - 1,
-                      measured=f"{ordered} of {d - 1} consecutive pairs ordered; escape steps {escape}",
+                      source="derived", measured=f"{ordered} of {d - 1} consecutive pairs ordered; escape steps {escape}",
                       expected=f"{d - 1} of {d - 1}")
         i_min = int(np.nanargmin(main))
         rows.append(dict(target=name, init=kind, d=d, eps=eps, eta=eta, a=balance, final_loss=final_loss,
@@ -123,15 +124,16 @@ def balanced_flow(ctx: Context) -> None:
         up = _relative_violation(skew, -1)
         down = _relative_violation(main, +1)
         ctx.at_most(f"{field}, balanced init: skew error non-increasing at every saved time (largest relative increase)",
-                    up, tol)
+                    up, tol, source="paper")
         ctx.at_most(f"{field}, balanced init: main term non-decreasing at every saved time (largest relative decrease)",
-                    down, tol)
+                    down, tol, source="paper")
         # conservation of W_{j+1}^H W_{j+1} - W_j W_j^H from an unbalanced (Gaussian) start, same compiled flow
         gauss = _flow_run(problem, problem.init(seed, scale=eps, kind="gaussian"))
         imb = [problem.imbalance(problem.unflatten(z)) for z in gauss["params"]]
         imb0 = np.concatenate([np.ravel(m) for m in imb[0]])
         drift = max(np.linalg.norm(np.concatenate([np.ravel(m) for m in x]) - imb0) for x in imb) / np.linalg.norm(imb0)
-        ctx.at_most(f"{field}, a = 0, Gaussian init: layer imbalances conserved (max relative drift)", drift, tol)
+        ctx.at_most(f"{field}, a = 0, Gaussian init: layer imbalances conserved (max relative drift)", drift, tol,
+                    source="derived")
         rows.append(dict(field=field, seed=seed, final_loss=float(traj["loss"][-1]), skew_0=float(skew[0]),
                          skew_end=float(skew[-1]), main_0=float(main[0]), main_end=float(main[-1]),
                          skew_max_rel_increase=up, main_max_rel_decrease=down, imbalance_drift=drift,
@@ -159,7 +161,9 @@ def _loglog_slope(x: np.ndarray, y: np.ndarray) -> float:
 def plateau(ctx: Context) -> None:
     d, eta, balance, seed = 3, 0.02, 5.0, 0
     s = np.array([1.0, 0.5, 0.25])
-    eps_values = np.geomspace(0.03, 0.2, ctx.pick(quick=4, default=7))
+    # (small eps, where the plateau law is in its eps^-2 regime: up to eps = 0.2 the closed form's own
+    # exponent over the range was -2.2, its 1/w_f and artanh terms steepening it)
+    eps_values = np.geomspace(0.03, 0.08, ctx.pick(quick=4, default=7))
     steps, every = 16_000, 5
     problem = DeepFactorization(np.diag(s), DEPTH, balance=balance)
     rows, measured = [], {}
@@ -177,11 +181,14 @@ def plateau(ctx: Context) -> None:
         measured[kind] = (np.array(times), np.array(predicted))
     t_bal, p_bal = measured["balanced"]
     slope, slope_cf = _loglog_slope(eps_values, t_bal), _loglog_slope(eps_values, p_bal)
-    ctx.close("balanced init: fitted exponent of the first-plateau escape time vs eps equals the closed form's "
-              "small-eps exponent -2", slope, -2.0, atol=0.15)
+    ctx.close(f"balanced init: fitted exponent of the first-plateau escape time vs eps (eps in [{eps_values[0]:g}, "
+              f"{eps_values[-1]:g}]) equals the closed form's exponent over the same range (-> -2 as eps -> 0)",
+              slope, slope_cf, source="derived", atol=0.15)
     slope_g = _loglog_slope(eps_values, measured["gaussian"][0])
     ctx.note(f"Fitted exponents: balanced init {slope:.3f}, Gaussian init {slope_g:.3f}, closed form {slope_cf:.3f} "
-             "(the closed form tends to -2 as eps -> 0; over this range its 1/w_f and artanh terms steepen it) "
+             "(the closed form tends to -2 as eps -> 0; at larger eps its 1/w_f and artanh terms steepen it). The "
+             "closed form predicts the exponent, not the times themselves: it is exact for a balanced init aligned "
+             "with Sigma, and these inits are not aligned "
              f"(GD eta={eta}, a={balance}, Sigma = diag{tuple(s.tolist())}, time = steps x eta; escape = sigma_max(W) >= s_1/2).")
 
     # exact per-mode law: balanced *aligned* init W_j = diag(x0), gradient flow
@@ -197,7 +204,7 @@ def plateau(ctx: Context) -> None:
         errors.append(np.max(np.abs(t_pred - traj.times[ok]) / traj.times[ok]))
         curves.append((traj.times[ok], u[ok, k], t_pred))
     ctx.at_most("balanced aligned init: every mode's whole learning curve matches plateau_time "
-                "(max relative time error over saved times and modes)", max(errors), 1e-3)
+                "(max relative time error over saved times and modes)", max(errors), 1e-3, source="derived")
     ctx.table("Plateau escape times (GD) vs the closed form", rows)
 
     plt = _plt()
@@ -315,23 +322,25 @@ def convergence_probability(ctx: Context) -> None:
             if field == "complex":
                 ctx.at_least(f"complex field, {kind} init: P(loss < 1e-10 within {steps} steps), point estimate "
                              f"[95% Wilson ({stats['wilson_low']:.3f}, {stats['wilson_high']:.3f}), n={n_seeds}]",
-                             stats["p"], 0.95)
+                             stats["p"], 0.95, source="paper")
                 _note_unconverged(ctx, f"complex field, {kind} init", ds)
     bal = results["real", "balanced"]
     s0, conv = np.asarray(bal["det_sign_initial"]), np.asarray(bal["converged"])
-    ctx.close("real balanced init: runs with det W(0) < 0 that converge (the obstruction)", int(np.sum(conv & (s0 < 0))), 0)
+    ctx.close("real balanced init: runs with det W(0) < 0 that converge (the obstruction)", int(np.sum(conv & (s0 < 0))), 0,
+              source="derived")
     finite = np.asarray(bal["diverged_at"]) < 0  # (a diverged run stops at its last finite state, off the flow)
     ctx.at_least(f"real balanced init: sign det W kept from start to end of every run that did not diverge "
                  f"(fraction of the {int(finite.sum())} such seeds; {int((~finite).sum())} diverged, excluded)",
-                 float(np.mean(np.asarray(bal["det_sign_final"])[finite] == s0[finite])), 1.0)
+                 float(np.mean(np.asarray(bal["det_sign_final"])[finite] == s0[finite])), 1.0, source="derived")
     agreement = float(np.mean(conv == (s0 > 0)))
-    ctx.at_least(f"real balanced init: converged within {steps} steps iff det W(0) > 0 (agreement)", agreement, 0.99)
+    ctx.at_least(f"real balanced init: converged within {steps} steps iff det W(0) > 0 (agreement)", agreement, 0.99,
+                 source="derived")
     slow = np.flatnonzero((s0 > 0) & ~conv)
     gauss = results["real", "gaussian"]
     g_stats = deep.probability(gauss["converged"])
     half_width = 0.5 * (g_stats["wilson_high"] - g_stats["wilson_low"])
     ctx.at_least("real Gaussian init: P(converged) at least about 1/2 (tolerance: the 95% Wilson half-width)",
-                 g_stats["p"], 0.5, tol=half_width)
+                 g_stats["p"], 0.5, source="paper", tol=half_width)
     ctx.table("Convergence probabilities (Sigma = I, loss < 1e-10 within the step budget)", rows)
     if slow.size:
         _slow_balanced_runs(ctx, bal, slow, d, eps, eta, steps, balance)
@@ -403,7 +412,7 @@ def scaling(ctx: Context) -> None:
                              max_loss_at_stop=float(np.max(np.asarray(sub["final_loss"])[stopped])) if stopped.any() else np.nan))
     all_ok = all(r["converged"] == r["seeds"] for r in rows)
     ctx.holds(f"complex Gaussian init: every run reaches ||grad|| <= {GRAD_TOL:g} with loss < {LOSS_TOL:g} within {steps} steps",
-              all_ok, measured=f"{sum(r['converged'] for r in rows)} of {sum(r['seeds'] for r in rows)}",
+              all_ok, source="paper", measured=f"{sum(r['converged'] for r in rows)} of {sum(r['seeds'] for r in rows)}",
               expected="all")
     ctx.table(f"Iterations to ||grad L|| <= {GRAD_TOL:g} (loss < {LOSS_TOL:g} checked there), complex Gaussian init, "
               f"eps={eps}, eta={eta}", rows)

@@ -117,10 +117,13 @@ def census_completeness(ctx: Context) -> None:
         })
     ctx.table(f"Random-start search ({n_starts} starts per instance) against the census", rows)
     ctx.holds("every numerically critical point (||grad|| <= 1e-11 max(1,||Y||)) belongs to an enumerated class",
-              extra_total == 0, measured=f"{extra_total} outside of {converged_total} converged", expected="0 outside")
+              extra_total == 0, source="paper", measured=f"{extra_total} outside of {converged_total} converged",
+              expected="0 outside")
     ctx.holds("every enumerated class is found by the random-start search", missing_total == 0,
-              measured=f"{found_total} of {classes_total} classes found", expected=f"{classes_total} of {classes_total}")
-    ctx.at_least("fraction of random starts converging to a critical point", converged_total / starts_total, 0.9)
+              source="paper", measured=f"{found_total} of {classes_total} classes found",
+              expected=f"{classes_total} of {classes_total}")
+    ctx.at_least("fraction of random starts converging to a critical point", converged_total / starts_total, 0.9,
+                 source="derived")
     ctx.note(f"{len(rows)} instances (L = 2, 3, 4; square, rectangular, bottleneck, tied, zero singular value), "
              f"{n_starts} starts each: Gaussian, random low-rank, and Gaussian pre-descended by GD (search.py).")
 
@@ -155,15 +158,18 @@ def rules_agreement(ctx: Context) -> None:
     total = sum(kinds.values())
     ctx.table("Classes by rule kind (each cross-checked numerically)", rows)
     ctx.holds("rule kind == numerical kind (Hessian, reduced Hessian off the symmetry orbit, higher-order probes) "
-              "on every class", not mismatches, measured=f"{len(mismatches)} disagreements in {total} classes",
+              "on every class", not mismatches,
+              source="derived", measured=f"{len(mismatches)} disagreements in {total} classes",
               expected="0 disagreements")
     for m in mismatches[:10]:
         ctx.note("DISAGREEMENT: " + m)
-    ctx.at_most("max ||grad|| / max(1, ||Y||_2) at the representatives", worst_grad, CRITICAL_RTOL)
+    ctx.at_most("max ||grad|| / max(1, ||Y||_2) at the representatives", worst_grad, CRITICAL_RTOL, source="derived")
     ctx.holds("closed-form count == number of enumerated classes", count_ok == len(instances),
-              measured=f"{count_ok} of {len(instances)} instances", expected=f"{len(instances)} of {len(instances)}")
+              source="derived", measured=f"{count_ok} of {len(instances)} instances",
+              expected=f"{len(instances)} of {len(instances)}")
     ctx.holds("no_nonstrict_saddles(problem) == (no enumerated class is a non-strict saddle)", nonstrict_ok == len(instances),
-              measured=f"{nonstrict_ok} of {len(instances)} instances", expected=f"{len(instances)} of {len(instances)}")
+              source="derived", measured=f"{nonstrict_ok} of {len(instances)} instances",
+              expected=f"{len(instances)} of {len(instances)}")
     ctx.note(f"{total} classes: {dict(kinds)}; {degenerate} needed the higher-order test (Hessian PSD, degenerate "
              "beyond the symmetry orbit).")
 
@@ -226,9 +232,11 @@ def bifurcation(ctx: Context) -> None:
     ctx.figure(fig, "bifurcation", "Critical values of the scalar problem against y: the t1/t2 branches are born "
                "in a fold at y* (L >= 3) and t2 takes over the global minimum from s = 0 at ybar.")
     ctx.table("Thresholds: formula vs independent numerics (lambda = 1)", rows)
-    ctx.at_most("fold location: max relative error of y* formula vs numerical fold (L = 3, 4)", fold_err, 1e-7)
-    ctx.at_most("global exchange: max relative error of ybar formula vs cost(t2) = 0 (L = 3, 4)", bar_err, 1e-9)
-    ctx.at_most("bracketed roots vs numpy polynomial roots: max relative error", root_err, 1e-6)
+    ctx.at_most("fold location: max relative error of y* formula vs numerical fold (L = 3, 4)", fold_err, 1e-7,
+                source="derived")
+    ctx.at_most("global exchange: max relative error of ybar formula vs cost(t2) = 0 (L = 3, 4)", bar_err, 1e-9,
+                source="derived")
+    ctx.at_most("bracketed roots vs numpy polynomial roots: max relative error", root_err, 1e-6, source="derived")
 
 
 @experiment("landscape.slices", paper=PAPER, title="Loss on 2-D slices through the origin, a minimizer, a strict and a non-strict saddle")
@@ -302,21 +310,23 @@ def slices(ctx: Context) -> None:
                "through the origin, the global minimizer, a strict saddle along its negative-curvature direction and a "
                "non-strict saddle along its balanced curve; right: the L = 2 scalar landscape.")
     for name in ("origin (local min)", "global minimizer"):
-        ctx.at_least(f"{name}: least loss on the slice minus the critical value", claims[name][0], 0.0, tol=1e-12)
+        ctx.at_least(f"{name}: least loss on the slice minus the critical value", claims[name][0], 0.0,
+                     source="derived", tol=1e-12)
     zmin, line, ts, eigs = claims["strict saddle"]
     h = ts[1] - ts[0]
     c = n // 2
     curvature = (line[c + 1] - 2 * line[c] + line[c - 1]) / h**2
     ctx.close("strict saddle: curvature of the slice along the eigenvector vs the smallest Hessian eigenvalue",
-              curvature, eigs[0], rtol=2e-2)
+              curvature, eigs[0], source="derived", rtol=2e-2)
     _, line, ts, eigs = claims["non-strict saddle"]
     ctx.holds("non-strict saddle: loss decreases on one side along the balanced curve direction, increases on the other "
               "(cubic, Hessian PSD)", bool(line[c - 1] < -1e-12 < 1e-12 < line[c + 1] and eigs[0] > -1e-9),
+              source="derived",
               measured=f"l(-h) - l0 = {line[c - 1]:.2e}, l(+h) - l0 = {line[c + 1]:.2e}, min eig {eigs[0]:.1e}",
               expected="l(-h) < l0 < l(+h), min eig >= -1e-9")
     i_min = np.unravel_index(np.argmin(F), F.shape)
     ctx.close("L = 2 scalar landscape: |w1 w2| at the grid minimum vs y - sqrt(lambda)", abs(W1[i_min] * W2[i_min]), y2 - 1.0,
-              atol=2 * (w[1] - w[0]) * 2.2)
+              source="derived", atol=2 * (w[1] - w[0]) * 2.2)
 
 
 @experiment("landscape.gd_ends", paper=PAPER, title="Where GD from random initializations ends: every end point classified")
@@ -364,9 +374,10 @@ def gd_ends(ctx: Context) -> None:
     ctx.table(f"End points of GD (eta = {eta}, {steps} steps, {len(seeds)} seeds per scale), Y = diag(3, 2.5, 1.9), L = 3, "
               "lambda = 1", table)
     finite = finals.shape[0] * finals.shape[1] - diverged
-    ctx.holds("no GD run ends at a strict saddle", strict == 0, measured=f"{strict} of {finite} finite runs", expected="0")
+    ctx.holds("no GD run ends at a strict saddle", strict == 0,
+              source="derived", measured=f"{strict} of {finite} finite runs", expected="0")
     ctx.holds("every finite GD end point is critical (||grad|| <= 1e-6 max(1,||Y||)) and in an enumerated class",
-              unclassified == 0, measured=f"{unclassified} of {finite} unclassified", expected="0")
+              unclassified == 0, source="paper", measured=f"{unclassified} of {finite} unclassified", expected="0")
     ctx.note(f"{diverged} runs diverged (excluded from the classification).")
     ctx.note(f"sweep outcomes not 'converged' (to tol 1e-13) among classified runs: {unconverged}")
     names = sorted(ends)

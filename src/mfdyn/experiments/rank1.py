@@ -94,22 +94,25 @@ def phase_diagram(ctx: Context) -> None:
     n_conv_below = int((conv & below).sum())
     ctx.holds("eta < eta_c: every converged run ends at a global minimizer with sharpness < 2/eta",
               bool(n_conv_below) and int((good & below).sum()) == n_conv_below,
-              measured=f"{int((good & below).sum())}/{n_conv_below}", expected=f"{n_conv_below}/{n_conv_below}")
+              source="paper", measured=f"{int((good & below).sum())}/{n_conv_below}",
+              expected=f"{n_conv_below}/{n_conv_below}")
     ctx.holds("eta > eta_c: no run converges to a global minimizer", int((at_min & above).sum()) == 0,
-              measured=int((at_min & above).sum()), expected=0)
+              source="derived", measured=int((at_min & above).sum()), expected=0)
     bounded = above & (outcome != "diverged")
     gap = float(np.max(np.abs(final[..., 0] - final[..., 1])[bounded])) if bounded.any() else np.nan
-    ctx.at_most(f"eta > eta_c: every bounded run ends balanced, max |a - b| over {int(bounded.sum())} runs", gap, 1e-8)
+    ctx.at_most(f"eta > eta_c: every bounded run ends balanced, max |a - b| over {int(bounded.sum())} runs", gap, 1e-8,
+                source="paper")
     inside = (E > low) & (E < high) & (outcome != "diverged") & ~on_min
     two = inside & (outcome == "periodic") & (np.asarray(ds["period"]) == 2)
     ctx.holds("inside the 2-cycle window every bounded run is period-2", int(two.sum()) == int(inside.sum()) > 0,
-              measured=f"{int(two.sum())}/{int(inside.sum())}", expected=f"{int(inside.sum())}/{int(inside.sum())}")
+              source="paper", measured=f"{int(two.sum())}/{int(inside.sum())}",
+              expected=f"{int(inside.sum())}/{int(inside.sum())}")
     orbit = np.asarray(ds["orbit"], float)  # (eta, a, b, 2, 2)
     products = np.sort(orbit[..., 0] * orbit[..., 1], axis=-1)
     errs = [np.max(np.abs(products[i][two[i]] - rank1.closed_form_products(y, e)))
             for i, e in enumerate(etas) if two[i].any()]
     ctx.at_most("inside the window the terminal products equal the closed-form 2-cycle (max abs error)",
-                max(errs) if errs else np.nan, 1e-10)
+                max(errs) if errs else np.nan, 1e-10, source="derived")
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     j = int(np.argmin(np.abs(grid - 0.5)))
@@ -153,10 +156,12 @@ def bifurcation(ctx: Context) -> None:
     first4 = etas[np.argmax(period == 4)]
     spacing = etas[1] - etas[0]
     low, high = rank1.two_cycle_window(problem, method="numeric")
-    ctx.close("first period doubling (Floquet multiplier crosses -1, numeric) at eta*y", low, 1.0, atol=1e-7)
-    ctx.close("second period doubling (numeric Floquet) at eta*y", high, GOLDEN, atol=1e-7)
-    ctx.close("first period-2 attractor in the simulated diagram", first2, 1.0, atol=2 * spacing + 5e-3)
-    ctx.close("first period-4 attractor in the simulated diagram", first4, GOLDEN, atol=2 * spacing + 5e-3)
+    ctx.close("first period doubling (Floquet multiplier crosses -1, numeric) at eta*y", low, 1.0,
+              source="derived", atol=1e-7)
+    ctx.close("second period doubling (numeric Floquet) at eta*y", high, GOLDEN, source="derived", atol=1e-7)
+    ctx.close("first period-2 attractor in the simulated diagram", first2, 1.0, source="derived", atol=2 * spacing + 5e-3)
+    ctx.close("first period-4 attractor in the simulated diagram", first4, GOLDEN,
+              source="derived", atol=2 * spacing + 5e-3)
     beyond = etas > 2.0
     starts = np.random.default_rng(1).uniform(0.0, 3.0, 300)
     with np.errstate(all="ignore"):
@@ -164,12 +169,12 @@ def bifurcation(ctx: Context) -> None:
         for _ in range(500):
             grid_s = rank1.balanced_map(problem, etas[beyond][None, :], grid_s)[0]
     frac_div = float(np.mean(~np.isfinite(grid_s) | (np.abs(grid_s) > 1e6)))
-    ctx.close("eta*y > 2: fraction of 300 random balanced starts s in (0, 3) that diverge", frac_div, 1.0)
+    ctx.close("eta*y > 2: fraction of 300 random balanced starts s in (0, 3) that diverge", frac_div, 1.0, source="derived")
     rng = np.random.default_rng(0)
     z0 = rng.uniform(-2.0, 2.0, size=(256, 2))
     path = np.asarray(trajectories(problem, jnp.asarray(z0), jnp.asarray(2.05), 400))
     div_full = float(np.mean(~np.all(np.isfinite(path[-1]) & (np.abs(path[-1]) < 1e6), axis=1)))
-    ctx.close("eta*y = 2.05: fraction of 256 random (a, b) starts that diverge", div_full, 1.0)
+    ctx.close("eta*y = 2.05: fraction of 256 random (a, b) starts that diverge", div_full, 1.0, source="derived")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot(np.broadcast_to(etas, tail.shape)[:, finite].ravel(), tail[:, finite].ravel(), ",k", alpha=0.5)
@@ -203,9 +208,11 @@ def edge_of_stability(ctx: Context) -> None:
         cyc_sharp = np.sort([float(np.linalg.eigvalsh(np.asarray(problem.hessian(problem.unflatten(jnp.asarray(z)))))[-1])
                              for z in cycle.points])
         ctx.holds(f"{label}: tail sharpness straddles 2/eta", eos.straddles,
-                  measured=f"[{eos.tail_min:.6g}, {eos.tail_max:.6g}] vs {eos.threshold:.6g}", expected="min < 2/eta < max")
+                  source="paper", measured=f"[{eos.tail_min:.6g}, {eos.tail_max:.6g}] vs {eos.threshold:.6g}",
+                  expected="min < 2/eta < max")
         err = max(abs(eos.tail_min - cyc_sharp[0]), abs(eos.tail_max - cyc_sharp[1]))
-        ctx.at_most(f"{label}: tail sharpness equals the 2-cycle's two sharpness values (max abs error)", err, 1e-8)
+        ctx.at_most(f"{label}: tail sharpness equals the 2-cycle's two sharpness values (max abs error)", err, 1e-8,
+                    source="derived")
         rows.append(dict(case=label, two_over_eta=eos.threshold, tail_min=eos.tail_min, tail_max=eos.tail_max,
                          tail_mean=eos.tail_mean, cycle_sharpness=cyc_sharp.tolist()))
         even = ax.plot(traj.steps[0::2], traj["sharpness"][0::2], lw=0.9, label=f"{label} (even / odd steps)")[0]
@@ -213,7 +220,8 @@ def edge_of_stability(ctx: Context) -> None:
         ax.axhline(2.0 / eta, lw=0.6, ls="--", color=even.get_color())
     pre = ScalarFactorization(1.0)
     traj = rank1.sharpness_trajectory(pre, scalar_start, 0.8, steps)
-    ctx.at_most("pre-critical eta=0.8: final sharpness below 2/eta (minus)", float(traj["sharpness"][-1]) - 2.0 / 0.8, 0.0)
+    ctx.at_most("pre-critical eta=0.8: final sharpness below 2/eta (minus)", float(traj["sharpness"][-1]) - 2.0 / 0.8, 0.0,
+                source="derived")
     ax.plot(traj.steps, traj["sharpness"], lw=0.7, color="k", label="scalar, eta=0.8 (pre-critical)")
     ax.axhline(2.0 / 0.8, lw=0.6, ls="--", color="k")
     ax.set(xlabel="step", ylabel="sharpness", title="sharpness along GD; dashed: 2/eta", xscale="log")
@@ -249,10 +257,11 @@ def sigma_family(ctx: Context) -> None:
             agree += (dist < 1e-9) == expect_stable == cycle.stable
             checks += 1
         rows.append(dict(sigma=float(sigma), eta_c=eta_c, window_numeric=list(numeric), window_closed=list(closed)))
-    ctx.at_most("critical step size = 1 for every sigma (max |eta_c - 1|)", crit_err, 1e-9)
-    ctx.at_most("2-cycle window: numeric Floquet vs closed form (1, min(sqrt5-1, 1/sigma)), max abs diff", win_err, 1e-6)
+    ctx.at_most("critical step size = 1 for every sigma (max |eta_c - 1|)", crit_err, 1e-9, source="derived")
+    ctx.at_most("2-cycle window: numeric Floquet vs closed form (1, min(sqrt5-1, 1/sigma)), max abs diff", win_err, 1e-6,
+                source="derived")
     ctx.holds("2-cycle stability (Floquet) agrees with simulation 0.02 inside / outside the boundary",
-              agree == checks, measured=f"{agree}/{checks}", expected=f"{checks}/{checks}")
+              agree == checks, source="derived", measured=f"{agree}/{checks}", expected=f"{checks}/{checks}")
     ctx.table("critical step and 2-cycle window by sigma", rows)
 
     eta = 0.8
@@ -266,17 +275,20 @@ def sigma_family(ctx: Context) -> None:
                                                       default=dict(local_starts=4)))
     admissible = [r.report.admissible for r in branch.results]
     ctx.holds(f"derived certificate branch |Q(z)| - delta admissible at every sigma (eta={eta}, box near minimizers)",
-              all(admissible), measured=f"{sum(admissible)}/{len(admissible)}; worst inward "
+              all(admissible), source="paper", measured=f"{sum(admissible)}/{len(admissible)}; worst inward "
               f"{max(r.report.inward_worst for r in branch.results):.3g}", expected=f"{len(admissible)}/{len(admissible)}")
     if not all(admissible):
         worst = max(branch.results, key=lambda r: r.report.inward_worst)
         ctx.note(f"The searched branch is NOT admissible at {len(admissible) - sum(admissible)} of {len(admissible)} "
                  f"sigma values: verification (sampling + local maximization) finds points on the zero set "
-                 f"where I(delta; G(z)) > 0, worst {worst.report.inward_worst:.3g}. Unlike the scalar imbalance, "
-                 f"||u||^2 - ||v||^2 has no exact per-step contraction identity under GD, so this quadratic "
-                 f"template gives no certificate; the paper's C^1 admissible branch is not reproduced by this search.")
+                 f"where I(delta; G(z)) > 0, worst {worst.report.inward_worst:.3g}. The search samples the "
+                 f"template's coefficients and refines them locally: it found no admissible member of the family "
+                 f"|Q(z)| - delta, which does not prove that none exists. Unlike the scalar imbalance, "
+                 f"||u||^2 - ||v||^2 has no exact per-step contraction identity under GD for this template to "
+                 f"inherit. The paper's C^1 admissible branch (its formula is not available) is not reproduced here.")
     jumps = np.linalg.norm(np.diff(branch.coefficients, axis=0), axis=1)
-    ctx.at_most("branch continuity: max change of the unit coefficient vector between neighbouring sigma", float(jumps.max()), 0.2)
+    ctx.at_most("branch continuity of the searched template (admissible or not, see above): max change of the "
+                "unit coefficient vector between neighbouring sigma", float(jumps.max()), 0.2, source="derived")
     ctx.table(f"certificate branch by continuation in sigma: {template.formula}", branch.as_rows())
     ctx.note(f"Branch divided first differences {np.round(branch.first_differences, 4).tolist()}, second "
              f"differences {np.round(branch.second_differences, 3).tolist() if len(sigmas) > 2 else []}. "
@@ -310,19 +322,20 @@ def quartic(ctx: Context) -> None:
         rows.append(dict(mu=mu, side="eta = 1 + eps" if side > 0 else "eta = 1 - eps", amplitude_sq=amp,
                          normal_form=predicted, stable=None if small is None else small.stable))
         ctx.close(f"mu={mu}: small 2-cycle (s-1)^2 vs normal form (eta-1)/(1-4mu) at eta = 1{'+' if side > 0 else '-'}1e-4",
-                  amp, predicted, rtol=0.05)
+                  amp, predicted, source="derived", rtol=0.05)
         ctx.holds(f"mu={mu}: the small 2-cycle is {'stable (supercritical)' if mu < 0.25 else 'unstable (subcritical)'}",
-                  small is not None and small.stable == (mu < 0.25), measured=None if small is None else small.stable,
+                  small is not None and small.stable == (mu < 0.25),
+                  source="derived", measured=None if small is None else small.stable,
                   expected=mu < 0.25)
-    ctx.at_most("critical step size = 1/y for every mu (max |eta_c - 1|)", crit_err, 1e-9)
+    ctx.at_most("critical step size = 1/y for every mu (max |eta_c - 1|)", crit_err, 1e-9, source="derived")
     scan = ctx.pick(quick=35, default=171)
     lows = {mu: rank1.two_cycle_window(ScalarFactorization(1.0, mu), method="numeric", scan=scan)[0] for mu in mus if mu > 0}
     sub = [mu for mu in lows if mu > 0.25]
     sup = [mu for mu in lows if mu < 0.25]
     ctx.at_most("mu < 1/4: a stable 2-cycle first appears at eta_c (max |eta_low - 1|)",
-                max(abs(lows[m] - 1.0) for m in sup), 1e-6)
+                max(abs(lows[m] - 1.0) for m in sup), 1e-6, source="derived")
     ctx.at_most("mu > 1/4: a stable (large) 2-cycle already exists below eta_c (max eta_low - 1)",
-                max(lows[m] - 1.0 for m in sub), -1e-3)
+                max(lows[m] - 1.0 for m in sub), -1e-3, source="derived")
     ctx.table("normal form of the period doubling at eta = 1", rows)
     ctx.table("lower end of the stable 2-cycle window", [dict(mu=m, eta_low=v) for m, v in lows.items()])
 
@@ -347,13 +360,13 @@ def quartic(ctx: Context) -> None:
         table.append(dict(mu=mu, threshold=certified.threshold, empirical_threshold=emp, **res))
         if mu == 0.0:
             ctx.holds("mu=0: the imbalance certificate with threshold stable_imbalance(eta) is sound",
-                      res["sound"], measured=res["soundness"], expected=1.0)
+                      res["sound"], source="paper", measured=res["soundness"], expected=1.0)
         else:
             emp_thr = min(emp, certified.threshold)
             cov = float(np.sum(in_region & (certified.state < emp_thr) & basin.reshape(-1))) / max(1, int(basin.sum()))
             table[-1]["coverage_at_empirical_threshold"] = cov
             ctx.at_least(f"mu={mu}: the mu=0 certificate stays predictive with an empirical threshold "
-                         f"(min(stable_imbalance, {emp:.4g})): coverage of the basin", cov, 0.05)
+                         f"(min(stable_imbalance, {emp:.4g})): coverage of the basin", cov, 0.05, source="paper")
     ctx.table(f"mu=0 imbalance certificate vs empirical basins at eta={eta} (grid {grid.size}^2)", table)
     ctx.note("The certificate is the mu=0 one: I = |a^2-b^2| - delta with threshold stable_imbalance(mu=0, eta); the "
              "region is eta|psi_mu| <= sqrt2 for each mu. Empirical threshold: the smallest state among region grid "
@@ -380,14 +393,14 @@ def certified_region(ctx: Context) -> None:
                              local_starts=ctx.pick(quick=1, default=6), steps=ctx.pick(quick=10, default=40),
                              trajectories_checked=ctx.pick(quick=32, default=256))
         ctx.holds(f"eta={eta}: imbalance certificate admissible on the contraction region (sampling + local max)",
-                  report.admissible, measured=f"worst inward {report.inward_worst:.3g}, worst increase "
+                  report.admissible, source="derived", measured=f"worst inward {report.inward_worst:.3g}, worst increase "
                   f"{report.monotone_worst:.3g}", expected="<= 1e-10")
         cr = cert.certified_region(problem, eta, {"a": grid, "b": grid}, region=region)
         sub = ds.isel(eta=i)
         basin = (np.asarray(sub["outcome"]).astype(str) == "converged") & (np.asarray(sub["final_loss"]) <= 1e-12)
         res = _soundness(problem, eta, cr, basin, ctx.pick(quick=20000, default=50000))
         ctx.holds(f"eta={eta}: sound (every certified initialization converges to a global minimizer)", res["sound"],
-                  measured=res["soundness"], expected=1.0)
+                  source="paper", measured=res["soundness"], expected=1.0)
         rows.append(dict(eta=eta, threshold=cr.threshold, **res, admissible=report.admissible))
         ax = axes[0, i]
         ax.contourf(grid, grid, basin.reshape(grid.size, grid.size).T, levels=[0.5, 1.5], colors=["#a8d5a2"])

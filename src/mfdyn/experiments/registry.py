@@ -4,6 +4,15 @@ An experiment is a function ``fn(ctx: Context) -> None`` registered with :func:`
 computes things, saves figures with ``ctx.figure``, adds tables and notes, and states claims with
 ``ctx.close`` / ``ctx.at_most`` / ``ctx.at_least`` / ``ctx.holds``: each claim carries the measured
 value, the expected value, the tolerance and a pass/fail that is computed, never asserted.
+
+Every claim also carries its ``source`` (a required keyword, one of :data:`CLAIM_SOURCES`), following the
+labels of the mathematical contract MATH.md:
+
+- ``"paper"``: the claim reproduces a statement MATH.md marks [paper] (a seed abstract's result), possibly
+  measured with tools derived for this project;
+- ``"derived"``: the claim checks a formula, threshold, rate, identity or rule that MATH.md marks [derived]
+  (worked out for this project, never to be presented as the paper's result), or is an internal
+  consistency check of mfdyn's own closed forms / solvers against an independent reference.
 """
 
 from __future__ import annotations
@@ -19,11 +28,13 @@ import numpy as np
 from ..errors import InputError
 
 SCALES = ("quick", "default", "full")
+CLAIM_SOURCES = ("paper", "derived")  # MATH.md [paper] (a seed abstract's statement) / [derived] (this project's)
 
 
 @dataclasses.dataclass
 class Claim:
     experiment: str
+    source: str  # one of CLAIM_SOURCES
     claim: str
     expected: Any
     measured: Any
@@ -78,29 +89,34 @@ class Context:
         return {"quick": quick, "default": default, "full": default if full is None else full}[self.scale]
 
     # ---- claims -----------------------------------------------------------------------------
-    def _add(self, claim: str, expected: Any, measured: Any, tolerance: Any, passed: bool) -> bool:
+    # (``source``: see the module docstring)
+    def _add(self, claim: str, expected: Any, measured: Any, tolerance: Any, passed: bool, *, source: str) -> bool:
+        if not isinstance(source, str) or source not in CLAIM_SOURCES:
+            raise InputError(f"claim source must be one of {CLAIM_SOURCES}, got {source!r}")
         passed = bool(passed) and _all_finite(measured)
-        self.claims.append(Claim(self.name, claim, expected, measured, tolerance, passed))
+        self.claims.append(Claim(self.name, source, claim, expected, measured, tolerance, passed))
         return passed
 
-    def close(self, claim: str, measured: float, expected: float, *, rtol: float = 0.0, atol: float = 0.0) -> bool:
-        """Passes iff ``|measured - expected| <= atol + rtol |expected|``."""
+    def close(self, claim: str, measured: float, expected: float, *, source: str, rtol: float = 0.0,
+              atol: float = 0.0) -> bool:
+        """Passes iff ``|measured - expected| <= atol + rtol |expected|``; ``source``: "paper" or "derived"."""
         m, e = float(measured), float(expected)
         tol = atol + rtol * abs(e)
         tol_text = " + ".join(t for t in ([f"atol {atol:g}"] if atol else []) + ([f"rtol {rtol:g}"] if rtol else [])) or "exact"
-        return self._add(claim, e, m, tol_text, abs(m - e) <= tol)
+        return self._add(claim, e, m, tol_text, abs(m - e) <= tol, source=source)
 
-    def at_most(self, claim: str, measured: float, bound: float, *, tol: float = 0.0) -> bool:
-        """Passes iff ``measured <= bound + tol``."""
-        return self._add(claim, f"<= {bound:g}", float(measured), tol, float(measured) <= bound + tol)
+    def at_most(self, claim: str, measured: float, bound: float, *, source: str, tol: float = 0.0) -> bool:
+        """Passes iff ``measured <= bound + tol``; ``source``: "paper" or "derived"."""
+        return self._add(claim, f"<= {bound:g}", float(measured), tol, float(measured) <= bound + tol, source=source)
 
-    def at_least(self, claim: str, measured: float, bound: float, *, tol: float = 0.0) -> bool:
-        """Passes iff ``measured >= bound - tol``."""
-        return self._add(claim, f">= {bound:g}", float(measured), tol, float(measured) >= bound - tol)
+    def at_least(self, claim: str, measured: float, bound: float, *, source: str, tol: float = 0.0) -> bool:
+        """Passes iff ``measured >= bound - tol``; ``source``: "paper" or "derived"."""
+        return self._add(claim, f">= {bound:g}", float(measured), tol, float(measured) >= bound - tol, source=source)
 
-    def holds(self, claim: str, passed: bool, *, measured: Any, expected: Any, tolerance: Any = "-") -> bool:
-        """A claim whose pass/fail is computed by the caller (e.g. a count or a set equality)."""
-        return self._add(claim, expected, measured, tolerance, passed)
+    def holds(self, claim: str, passed: bool, *, source: str, measured: Any, expected: Any, tolerance: Any = "-") -> bool:
+        """A claim whose pass/fail is computed by the caller (e.g. a count or a set equality); ``source``:
+        "paper" or "derived"."""
+        return self._add(claim, expected, measured, tolerance, passed, source=source)
 
     # ---- outputs ----------------------------------------------------------------------------
     def figure(self, fig: Any, name: str, caption: str) -> Path:

@@ -112,14 +112,15 @@ def o1t(ctx: Context) -> None:
     bound = s0 / (1 + 2 * s0 * times)
     ratio = series["S_2"] / bound
     ctx.at_most("||S(t)||_2 <= s0/(1 + 2 s0 t) at every saved time (max ratio; Lambda2 = 0 makes it an equality, "
-                "so the tolerance is the integration accuracy)", float(ratio.max()), 1.0, tol=1e-8)
+                "so the tolerance is the integration accuracy)", float(ratio.max()), 1.0, source="derived", tol=1e-8)
     fitted = sym.rates(traj)
     closed = sym.closed_form_rates(problem, X0, times)
     t_end = float(times[-1])
-    ctx.close("t ||XX^T - M||_2 at t = 1e6 -> 1/2", fitted.constants["residual_2"].at_end, 0.5, atol=1e-3)
+    ctx.close("t ||XX^T - M||_2 at t = 1e6 -> 1/2", fitted.constants["residual_2"].at_end, 0.5, source="derived", atol=1e-3)
     ctx.close(f"t ||XX^T - M||_F at t = 1e6 -> sqrt(k)/2 (k = {k})", fitted.constants["residual_F"].at_end,
-              np.sqrt(k) / 2, atol=1e-3)
-    ctx.close(f"t^2 f at t = 1e6 -> k/16 (k = {k})", t_end**2 * float(traj["loss"][-1]), k / 16, atol=1e-3)
+              np.sqrt(k) / 2, source="derived", atol=1e-3)
+    ctx.close(f"t^2 f at t = 1e6 -> k/16 (k = {k})", t_end**2 * float(traj["loss"][-1]), k / 16,
+              source="derived", atol=1e-3)
     rows = []
     for name in asym.POWER_SERIES:
         f, c = fitted.constants[name], closed.constants[name]
@@ -154,14 +155,15 @@ def exponential(ctx: Context) -> None:
     lam_min = float(spec.lam1.min())
     fitted = sym.rates(traj)
     kfit, pfit = fitted.exponential["K_F"], fitted.exponential["P1_gap"]
-    ctx.at_least(f"fitted decay rate of ||K||_F (flow) >= lambda_min(Lambda1) = {lam_min:g}", kfit.rate, lam_min)
+    ctx.at_least(f"fitted decay rate of ||K||_F (flow) >= lambda_min(Lambda1) = {lam_min:g}", kfit.rate, lam_min,
+                 source="derived")
     dense = np.linspace(0.0, ctx.pick(quick=30.0, default=40.0), ctx.pick(quick=301, default=801))
     sol = sym.cascade_closed_form(problem, X0, dense)
     K_norm = np.linalg.norm(sol.K, axis=(-2, -1))
     envelope = np.exp(-lam_min * dense) * K_norm[0]
     usable = envelope > 1e-290
     ctx.at_most("||K(t)||_F / (exp(-lambda_min t) ||K0||_F) <= 1 on a dense grid (closed form)",
-                float(np.max(K_norm[usable] / envelope[usable])), 1.0, tol=1e-12)
+                float(np.max(K_norm[usable] / envelope[usable])), 1.0, source="derived", tol=1e-12)
     long_fit = sym.exponential_fit("rate of ||P1 - Lambda1||_F (closed form)", dense,
                                    np.linalg.norm(sol.P1_gap, axis=(-2, -1)), 2 * lam_min, 1e-250)
     rows = [dict(quantity=f.name, source=src, rate=f.rate, reference=f.reference, fit_interval=f"[{f.interval[0]:.3g}, {f.interval[1]:.3g}]",
@@ -212,9 +214,11 @@ def cascade_consistency(ctx: Context) -> None:
         rows.append(dict(case=label, eigenvalues=str(eigs), regime=reg.name, r0=reg.r0, t1=float(times[-1]), max_rhs_error=rhs_err,
                          max_closed_form_error=float(cf_err.max()), max_S_2=float(np.max(np.linalg.norm(S, 2, axis=(-2, -1))))))
     ctx.at_most("d/dt (S, K, P1) along the flow (autodiff of the cascade map) = cascade right-hand sides (max error "
-                "over saved times and regimes, relative to the summed sizes of the terms on both sides)", worst_rhs, 1e-8)
+                "over saved times and regimes, relative to the summed sizes of the terms on both sides)", worst_rhs, 1e-8,
+                source="derived")
     ctx.at_most(f"closed_form = integrated flow (max ||.||_F relative error over saved times, all regimes; to t = {T1_SLOW:g} "
-                f"with an O(1/t) mode, to t = {T1_FAST:g} when the flow converges exponentially)", worst_cf, 1e-10)
+                f"with an O(1/t) mode, to t = {T1_FAST:g} when the flow converges exponentially)", worst_cf, 1e-10,
+                source="derived")
     ctx.table("Cascade checks per regime (S = 0 identically when r <= r0)", rows)
 
     label = "over (indefinite, Lambda2 > 0)"
@@ -223,8 +227,10 @@ def cascade_consistency(ctx: Context) -> None:
     s_norm = asym.series_of_params(problem, Xs)["S_2"]
     mu_min = float(sym.spectrum(problem).mu2.min())
     sfit = sym.exponential_fit("rate of ||S||_2", times, s_norm, 2 * mu_min, 1e-8)
-    ctx.at_least(f"indefinite M (Lambda2 > 0): ||S(t)||_2 decays exponentially, fitted rate (flow) >= 2 mu_min(Lambda2) "
-                 f"= {2 * mu_min:g}", sfit.rate, 2 * mu_min)
+    # the closed form S(t) = e^{-Lambda2 t} S0 (I + W S0)^{-1} e^{-Lambda2 t}, W(t) -> Lambda2^{-1}, decays at
+    # exactly 2 mu_min; over a finite window the fit also sees W's transient, O(e^{-2 mu_min t}) at its start
+    ctx.close(f"indefinite M (Lambda2 > 0): ||S(t)||_2 decays exponentially at the closed form's rate 2 mu_min(Lambda2) "
+              f"= {2 * mu_min:g} (fitted rate, flow)", sfit.rate, 2 * mu_min, source="derived", rtol=0.01)
     ctx.note(f"Indefinite case: ||S||_2 rate {sfit.rate:.4g} over t in [{sfit.interval[0]:.3g}, {sfit.interval[1]:.3g}] "
              f"({sfit.points} points, rms log residual {sfit.residual:.2g}); with a zero eigenvalue instead, ||S||_2 ~ 1/(2t).")
 
@@ -298,15 +304,15 @@ def regimes(ctx: Context) -> None:
             cf_rate = law_residuals(sol.times[usable], cf_gap[usable])[0]
             split_gap = float(spec.eigenvalues[spec.p - 1] - spec.eigenvalues[spec.p])
             ctx.close(f"{name}: asymptotic rate of f - f* (closed form, t in [20, 200]) = 2 (lambda_p - lambda_(p+1)) "
-                      f"= {2 * split_gap:g}", cf_rate, 2 * split_gap, rtol=1e-6)
+                      f"= {2 * split_gap:g}", cf_rate, 2 * split_gap, source="derived", rtol=1e-6)
     for (name, method), (law, exponent) in verdicts.items():
         expected = "power" if name == "over" else "exponential"
         ctx.holds(f"{name}, {method}: f - f* follows the {expected} law (smaller rms residual of the two log-linear fits "
-                  f"over the decay window)", law == expected, measured=law, expected=expected)
+                  f"over the decay window)", law == expected, source="paper", measured=law, expected=expected)
     ctx.close("over-parameterized flow: log-log slope of f over the last two decades = -2",
-              verdicts[("over", "flow")][1], -2.0, atol=0.05)
+              verdicts[("over", "flow")][1], -2.0, source="derived", atol=0.05)
     ctx.close(f"over-parameterized GD (eta = {GD_ETA}): fitted exponent of f against T over the last two decades = -2",
-              verdicts[("over", f"GD eta = {GD_ETA}")][1], -2.0, atol=0.05)
+              verdicts[("over", f"GD eta = {GD_ETA}")][1], -2.0, source="derived", atol=0.05)
     ctx.table("Loss decay by regime: both laws fitted over each decay window (GD time = eta T)", rows)
     ctx.note("The asymptotic rate 2 (lambda_p - lambda_(p+1)) (the spectral gap at the cascade split p = min(r, r0); S = 0 "
              "when r <= r0, K decays at lambda_i - lambda_j) is derived here from the closed forms, not a MATH.md statement. "
@@ -372,9 +378,9 @@ def phase(ctx: Context) -> None:
                         mfc=color if eq.hyperbolic else "white")
         ax.set(xlim=(-2, 2), ylim=(-2, 2), aspect="equal", title=f"{label}, r = 1, r0 = {sym.regime(problem).r0}")
     ctx.at_most("closed-form r = 1 trajectories solve x' = (M - x x^T) x (central difference, h = 1e-5 max(1, t), vs the "
-                "field, max error relative to |x|)", worst_velocity, 1e-6)
+                "field, max error relative to |x|)", worst_velocity, 1e-6, source="derived")
     ctx.holds("every plotted trajectory (starts with V1^T x0 != 0) is in the stable class at t = 1e6",
-              ended_stable == total, measured=f"{ended_stable}/{total}", expected=f"{total}/{total}")
+              ended_stable == total, source="paper", measured=f"{ended_stable}/{total}", expected=f"{total}/{total}")
     ctx.figure(fig, "phase", "Vector field directions (grey arrows, darker = faster), closed-form trajectories, equilibria: green circles stable, red crosses strict "
                              "saddles; hollow markers are non-hyperbolic (M has a zero eigenvalue).")
 
@@ -440,11 +446,11 @@ def census(ctx: Context) -> None:
                 fail_notes.append(f"{name}: {len(seeds) - hits} seeds ended outside the stable class")
         rows.append(row)
     ctx.at_most("closed-form Jacobian spectra = eigenvalues of -Hessian (dense) at every class representative "
-                f"({classes} classes; max abs error / max(1, ||M||_2))", worst, 1e-10)
+                f"({classes} classes; max abs error / max(1, ||M||_2))", worst, 1e-10, source="derived")
     ctx.holds("exactly one stable class per problem", all(r["stable_classes"] == 1 for r in rows),
-              measured=str([r["stable_classes"] for r in rows]), expected="all 1")
+              source="derived", measured=str([r["stable_classes"] for r in rows]), expected="all 1")
     ctx.holds(f"random initializations (mfdyn.sweep over seeds, GD eta = {GD_ETA}, {GD_STEPS} steps) all end in the stable class",
-              agree == runs, measured=f"{agree}/{runs}", expected=f"{runs}/{runs}")
+              agree == runs, source="paper", measured=f"{agree}/{runs}", expected=f"{runs}/{runs}")
     ctx.table("Equilibrium census", rows)
     for note in fail_notes:
         ctx.note(note)
