@@ -133,3 +133,13 @@ def test_every_experiment_claim_names_its_source():
                 counts[sources[0].value.value] += 1
     assert not bad, "\n".join(bad)
     assert count >= 80 and all(counts.values()), counts
+
+
+def test_markdown_cells_escape_pipes(tmp_path):
+    """A claim's ``|Q(z)|`` must not split its row of the markdown table."""
+    exp = Experiment("t.pipe", paper="a paper", title="pipes", fn=lambda ctx: None)
+    ctx = Context("t.pipe", "quick", tmp_path / "t.pipe")
+    ctx.holds("branch |Q(z)| - delta admissible", True, source="derived", measured="2/2 | ok", expected="2/2")
+    text = write_markdown([ExperimentResult(exp, ctx, 0.01)], tmp_path, "quick").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| t.pipe |"))
+    assert row == "| t.pipe | branch \\|Q(z)\\| - delta admissible | derived | 2/2 | 2/2 \\| ok | - | pass |"
