@@ -335,3 +335,27 @@ def test_skew_error_scaled_by_powers_of_two():
     np.testing.assert_allclose(float(deep.skew_error(problem, [eye, 1e-200 * eye, eye, eye])), np.sqrt(3) * 1e200, rtol=1e-14)
     assert float(deep.skew_error(problem, [1e200 * eye] * 4)) == 0.0
     assert float(deep.skew_error(problem, [1e-200 * eye] * 4)) <= 1e-214  # (1e-200 times rounding)
+
+
+def test_plateau_time_keeps_its_digits_near_s_and_over_short_intervals():
+    """``uf`` within 1e-15 of ``s`` (the artanh term's argument near 1) and ``uf`` within 1e-10 of ``u0``:
+    the time against MATH.md's closed form evaluated in 60 digits, itself checked against the integral
+    of ``du / (4 u^{3/2} (s - u))`` (as F(wf) - F(w0) in float64 it lost up to 3e-3 and 1.6e-6 of its value)."""
+    import mpmath
+
+    cases = [(1.0, 0.3, 0.999999999999999), (1e3, 300.0, 999.999999999999), (1.0, 0.3, 0.30000000003),
+             (1.0, 3.0, 1.5), (1.0, 2.0, 1.0000001), (2.0, 0.01, 1.9), (1.0, 1e-300, 0.5)]
+    with mpmath.workdps(60):
+        def closed_form(S, U0, UF):
+            r = mpmath.sqrt(S)
+            arc = lambda w: mpmath.atanh(w / r) if w < r else mpmath.acoth(w / r)  # noqa: E731
+            w0, wf = mpmath.sqrt(U0), mpmath.sqrt(UF)
+            return (1 / w0 - 1 / wf + (arc(wf) - arc(w0)) / r) / (2 * S)
+
+        for s, u0, uf in cases:
+            S, U0, UF = map(mpmath.mpf, (s, u0, uf))
+            exact = closed_form(S, U0, UF)
+            if u0 > 1e-3:  # (the integrand's scale near u = 0 defeats quadrature)
+                integral = mpmath.quad(lambda u: 1 / (4 * u ** mpmath.mpf(1.5) * (S - u)), [U0, (U0 + UF) / 2, UF])
+                assert abs(integral - exact) <= mpmath.mpf(10) ** -30 * abs(exact)
+            assert abs(deep.plateau_time(s, u0, uf) - exact) <= 1e-14 * abs(exact), (s, u0, uf)

@@ -223,3 +223,29 @@ def test_a_point_that_is_not_critical_is_refused():
     for rtol, message in ((float("nan"), "grad_rtol must be finite"), (-1.0, "grad_rtol must be > 0")):
         with pytest.raises(InputError, match=message):
             classify(problem, [eye] * 3, grad_rtol=rtol)
+
+
+def test_class_losses_have_no_cancellation():
+    """A class loss of 7e-4 beside 1/2 ||Y||^2 = 5e7: summed as non-negative parts, not as
+    1/2 ||Y||^2 + sum cost (1e-5 relative error). Reference: the matched singular values' roots of
+    g(s) = s^(2L-2) - sqrt(lambda) y s^(L-2) + lambda and the loss, in 60 digits."""
+    import mpmath
+
+    y_values, L, wd = (1e4, 2.0), 3, 1e-6
+    problem = DeepFactorization(np.diag(y_values), L, weight_decay=wd)
+    with mpmath.workdps(60):
+        lam = mpmath.mpf(wd) ** L
+        c = lam ** (mpmath.mpf(1) / (2 * L - 2))
+        for point in critical_points(problem):
+            total = mpmath.mpf(0)
+            for i, y in enumerate(map(mpmath.mpf, y_values)):
+                if i not in point.matching:
+                    total += y**2 / 2
+                    continue
+                coeffs = [0] * (2 * L - 1)
+                coeffs[0], coeffs[L], coeffs[-1] = 1, -y / c, 1  # g(c x) / c^(2L-2) in x = s / c
+                roots = sorted(mpmath.re(r) * c for r in mpmath.polyroots(coeffs, maxsteps=400, extraprec=300)
+                               if abs(mpmath.im(r)) < mpmath.mpf(10) ** -30 and mpmath.re(r) > 0)
+                s = roots[0] if point.roots[list(point.matching).index(i)] == "t1" else roots[-1]
+                total += (s**L / mpmath.sqrt(lam) - y) ** 2 / 2 + L * s**2 / 2
+            assert abs(point.loss - total) <= 1e-14 * total, (point.kind, point.roots, point.loss, total)

@@ -281,3 +281,14 @@ def test_spectrum_ties_and_zeros_are_relative_to_the_scale_of_M():
         assert len(sym.equilibria(problem)) == 3
     close = sym.spectrum(SymmetricFactorization(np.diag([1e-6, 1.00001e-6]), 1)).eigenvalues
     np.testing.assert_allclose(np.sort(close), [1e-6, 1.00001e-6], rtol=1e-12)
+
+
+def test_equilibrium_loss_has_no_cancellation():
+    """The stable class's loss 1/4 (3e-7)^2 = 2.25e-14 beside ||M||^2 = 29: summed over the eigenvalues
+    off the support, not as ||M||^2 minus the support's squares (1.3e-2 relative error)."""
+    problem = SymmetricFactorization(np.diag([5.0, 2.0, -3e-7]), 2)
+    losses = {e.support: e.loss for e in sym.equilibria(problem, check_hessian=False)}
+    exact = {(0, 1): mpmath.mpf("3e-7") ** 2 / 4, (0,): (4 + mpmath.mpf("3e-7") ** 2) / 4,
+             (): (29 + mpmath.mpf("3e-7") ** 2) / 4}
+    for support, value in exact.items():
+        assert abs(losses[support] - value) <= 1e-15 * value

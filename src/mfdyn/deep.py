@@ -106,7 +106,8 @@ def _guard_singular(params: Any, singular: jax.Array, quantity: str) -> None:
 def skew_error(problem: Any, params: Any) -> jax.Array:
     """Skew(-Hermitian) error ``||W_1 - W_2^{-1} W_3^H W_4^H||_F`` (MATH.md §4).
 
-    Zero iff ``W_2 W_1 = (W_4 W_3)^H``, i.e. the product ``W = (W_4 W_3)(W_4 W_3)^H`` is Hermitian PSD.
+    Zero iff ``W_2 W_1 = (W_4 W_3)^H``; then the product ``W = (W_4 W_3)(W_4 W_3)^H`` is Hermitian PSD
+    (not conversely: ``W_1 = 2I`` and the other layers ``I`` give ``W = 2I`` and an error of ``sqrt 3``).
     ``W_2^{-1}`` enters through a linear solve.
     """
     problem = _four_square(problem, "skew_error")
@@ -272,10 +273,18 @@ def stages(
 
 
 # ---- plateau law ------------------------------------------------------------------------------------------
-def _plateau_antiderivative(w: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """``F(w) = (1/2s) [-1/w + s^{-1/2} artanh(w / sqrt s)]`` (``arcoth`` above ``sqrt s``): ``dt = dF``."""
-    r = np.sqrt(s)
-    return (-1.0 / w + 0.5 / r * np.log(np.abs((r + w) / (r - w)))) / (2.0 * s)
+def _plateau_interval(s: np.ndarray, u0: np.ndarray, uf: np.ndarray) -> np.ndarray:
+    """``F(wf) - F(w0)`` for ``F(w) = (1/2s) [-1/w + s^{-1/2} artanh(w / sqrt s)]`` (``arcoth`` above
+    ``sqrt s``; ``w = sqrt u``), written without differences of nearby numbers: with ``r = sqrt s``,
+    ``1/w0 - 1/wf = (uf - u0) / (w0 wf (w0 + wf))`` and the artanh difference
+    ``1/2 log1p(2 r (wf - w0) / ((r - wf)(r + w0)))``, ``wf - w0 = (uf - u0) / (wf + w0)``,
+    ``r - wf = (s - uf) / (r + wf)``. (As ``F(wf) - F(w0)`` the time lost up to 3e-3 of its value
+    for ``uf`` within 1e-15 of ``s``, and 1.6e-6 for ``uf`` within 1e-10 of ``u0``.)"""
+    r, w0, wf = np.sqrt(s), np.sqrt(u0), np.sqrt(uf)
+    du = uf - u0
+    algebraic = du / (w0 * wf * (w0 + wf))
+    logarithmic = 0.5 / r * np.log1p(2.0 * r * du * (r + wf) / ((wf + w0) * (s - uf) * (r + w0)))
+    return (algebraic + logarithmic) / (2.0 * s)
 
 
 def plateau_time(s: Any, u0: Any, uf: Any) -> np.ndarray:
@@ -303,7 +312,7 @@ def plateau_time(s: Any, u0: Any, uf: Any) -> np.ndarray:
         raise InputError(
             f"uf must lie between u0 and s (excluding s), got u0={v.describe(u0_)}, uf={v.describe(uf_)}, s={v.describe(s_)}"
         )
-    t = _plateau_antiderivative(np.sqrt(uf_), s_) - _plateau_antiderivative(np.sqrt(u0_), s_)
+    t = _plateau_interval(s_, u0_, uf_)
     return t if t.ndim else np.float64(t)
 
 
