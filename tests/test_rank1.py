@@ -206,3 +206,49 @@ def test_minimizer_parameter_is_checked():
     for c, message in ((0.0, "c must be nonzero"), (float("nan"), "c must be finite, got nan")):
         with pytest.raises(InputError, match=message):
             rank1.sharpness_on_minimizers(problem, c)
+
+
+def _product_map_cycle_function(mu, eta):
+    """``G(s) = (g(g(s)) - s) / (g(s) - s)`` of the scalar product map (y = 1) in mpmath: the test's own."""
+    def g(s):
+        r = s - 1
+        return s * (1 - eta * (r + 4 * mu * r**3)) ** 2
+
+    return lambda s: (g(g(s)) - s) / (g(s) - s)
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.05, 0.1])
+def test_small_two_cycle_just_above_the_period_doubling_is_found(mu):
+    """At eta = 1 + 1e-12 the cycle's points are 1 -+ ~1e-6, where float64's g(g(s)) - s is rounding noise
+    (~1e-18): found all the same (it was missed: no cycle, and two_cycle raised), and equal to the root of
+    G in 60 digits."""
+    import mpmath
+
+    eta = 1.0 + 1e-12
+    problem = mfdyn.ScalarFactorization(1.0, mu)
+    cycles = rank1.balanced_two_cycles(problem, eta)
+    assert len(cycles) == 1 and cycles[0].stable
+    with mpmath.workdps(60):
+        G = _product_map_cycle_function(mpmath.mpf(mu), mpmath.mpf(eta))
+        low = mpmath.findroot(G, 1 - mpmath.sqrt(mpmath.mpf(1e-12) / (1 - 4 * mpmath.mpf(mu))))
+        assert abs(cycles[0].products[0] - low) <= 2e-16
+    np.testing.assert_array_equal(rank1.two_cycle(problem, eta, method="numeric").products, cycles[0].products)
+
+
+def test_window_edge_at_a_fold_of_cycles_is_the_fold():
+    """For mu = 0.5 the stable 2-cycle is born with a partner at a fold (nonzero amplitude) below eta_c;
+    just past the fold both points lie between two grid points of the float64 search. The window's lower
+    edge equals the fold solved in 60 digits (G = 0 = dG/ds) to 1e-12 (it was 1.8e-7 too high)."""
+    import mpmath
+
+    problem = mfdyn.ScalarFactorization(1.0, 0.5)
+    low, _ = rank1.two_cycle_window(problem, method="numeric")
+    s0 = rank1.balanced_two_cycles(problem, low * (1 + 1e-6))[0].products[0]
+    with mpmath.workdps(60):
+        def equations(s, eta):
+            G = _product_map_cycle_function(mpmath.mpf("0.5"), eta)
+            return [G(s), mpmath.diff(G, s)]
+
+        _, eta_fold = mpmath.findroot(equations, (mpmath.mpf(s0), mpmath.mpf(low)))
+    assert abs(low - eta_fold) <= 1e-12 * eta_fold
+    assert any(c.stable for c in rank1.balanced_two_cycles(problem, float(eta_fold) * (1 + 1e-10)))
