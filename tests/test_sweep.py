@@ -813,3 +813,112 @@ def test_a_sweep_needing_lapack_on_two_threads_finishes():
     proc = subprocess.run([sys.executable, "-c", DEADLOCK_CHECK], capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "True True"
+
+
+def test_convergence_test_of_extreme_tolerances_is_the_norm_test():
+    """For a ``tol`` outside ``NORMAL_TOL`` the gradient is scaled by a power of two before it is squared:
+    ``||g|| <= tol`` exactly as with an unbounded exponent (unscaled, ``||g|| = 1e-200`` squared to 0 and
+    passed a ``tol`` of 1e-300, and ``||g|| = 1e180`` squared to inf and failed a ``tol`` of 1e200).
+    Random gradients of 1 to 3 components over 600 decades against the norm in 40 digits; inside
+    ``NORMAL_TOL`` the unscaled test is the same test."""
+    import jax.numpy as jnp
+    import mpmath
+
+    from mfdyn.sweep.kernel import NORMAL_TOL, needs_scaled_test, sq_norm_bound, tol_scale
+
+    @jax.jit
+    def test(g, tol, scaled):
+        scale = jnp.where(scaled, tol_scale(tol), 1.0)
+        return jnp.sum((scale * g) ** 2) <= sq_norm_bound(scale * tol)
+
+    rng = np.random.default_rng(5)
+    checked = 0
+    with mpmath.workdps(40):
+        for _ in range(400):
+            tol = 10.0 ** rng.uniform(-300, 300)
+            n = int(rng.integers(1, 4))
+            g = np.zeros(3)
+            g[:n] = tol * 10.0 ** rng.uniform(-3, 3, n) * rng.choice([-1, 1], n)
+            exact = mpmath.sqrt(mpmath.fsum(mpmath.mpf(x) ** 2 for x in g))
+            if abs(exact / mpmath.mpf(tol) - 1) < 1e-12:
+                continue  # (a tie within rounding: either answer is the float64 test)
+            passed = bool(test(jnp.asarray(g), tol, needs_scaled_test(tol)))
+            assert passed == (exact <= tol), (g, tol)
+            checked += 1
+    assert checked > 350
+    assert not needs_scaled_test(1e-12) and needs_scaled_test(1e-300) and needs_scaled_test(1e200)
+    assert needs_scaled_test(NORMAL_TOL[0] / 2) and not needs_scaled_test(NORMAL_TOL[1])
+    # in a sweep: the saddle-side start (1e-200, 0) is not converged at tol 1e-300, (1e60, 1e60) is at 1e200
+    scalar = mfdyn.ScalarFactorization(1.0)
+    tiny = mfdyn.sweep(scalar, {"eta": [0.5], "a": [1e-200], "b": [0.0]}, 20, tol=1e-300, progress=False)
+    huge = mfdyn.sweep(scalar, {"eta": [0.5], "a": [1e60], "b": [1e60]}, 20, tol=1e200, progress=False)
+    assert int(tiny.steps_to_converge.values.item()) == -1 and int(huge.steps_to_converge.values.item()) == 0
+    with pytest.raises(mfdyn.InputError, match="tol must be at least 2.22507e-308"):
+        mfdyn.sweep(scalar, {"eta": [0.5], "a": [1.0], "b": [1.0]}, 20, tol=1e-310, progress=False)
+
+
+def test_a_start_whose_gradient_overflows_diverged_at_step_0():
+    """``diverged_at`` is the first step whose state or gradient is not finite: the start's own, as in
+    ``mfdyn.gd`` (it was 1)."""
+    scalar = mfdyn.ScalarFactorization(1.0)
+    for extra in ({}, {"momentum": [0.5]}):
+        ds = mfdyn.sweep(scalar, {"eta": [0.5], "a": [1e155], "b": [1e155], **extra}, 10, progress=False)
+        assert (int(ds.diverged_at.values.item()), str(ds.outcome.values.item())) == (0, "diverged")
+        np.testing.assert_array_equal(ds.final_params.values.reshape(-1), [1e155, 1e155])
+    assert mfdyn.gd(scalar, (1e155, 1e155), 0.5, 10).diverged_at == 0
+    matrix = mfdyn.MatrixFactorization(np.eye(2), 1)
+    start = (np.full((2, 1), 1e155), np.full((2, 1), 1e155))
+    ds = mfdyn.sweep(matrix, {"eta": [0.1]}, 10, params0=start, progress=False)
+    assert int(ds.diverged_at.values.item()) == 0 == mfdyn.gd(matrix, start, 0.1, 10).diverged_at
+
+
+@pytest.mark.parametrize("problem,kind", [
+    (mfdyn.MatrixFactorization(np.array([[1.0, 0.3], [0.2, 0.5]]), 1), "gaussian"),
+    (mfdyn.SymmetricFactorization(np.diag([2.0, 1.0, -0.5]), 2), "gaussian"),
+    (mfdyn.DeepFactorization(np.diag([1.0, 0.5]), 3, field="complex"), "balanced"),
+])
+def test_random_starts_are_problem_init_bit_for_bit(problem, kind):
+    """A sweep over seeds starts from ``problem.init(seed, scale, kind)`` exactly (its draws were fused into
+    the kernel and rounded differently: 8 to 12 of 12 starts differed in the last bits, and a chaotic
+    symmetric run was bounded in the sweep and diverged in ``gd``). ``tol = 1e300``: every trajectory
+    converges at step 0, so ``final_params`` is the start."""
+    seeds, scales = np.arange(7), [0.3, 1.7]
+    ds = mfdyn.sweep(problem, {"eta": [0.1], "seed": seeds, "scale": scales}, 5, tol=1e300, init_kind=kind,
+                     chunk=5, progress=False)
+    for i, seed in enumerate(seeds):
+        for j, scale in enumerate(scales):
+            start = np.asarray(problem.flatten(problem.init(int(seed), scale, kind=kind)))
+            np.testing.assert_array_equal(ds.final_params.values[0, i, j], start)
+    batch = problem.init_batch(seeds, 0.3, kind)
+    for i, seed in enumerate(seeds):
+        for got, want in zip(jax.tree_util.tree_leaves(batch), jax.tree_util.tree_leaves(problem.init(int(seed), 0.3, kind))):
+            np.testing.assert_array_equal(np.asarray(got)[i], np.asarray(want))
+
+
+def test_orbit_ends_at_the_final_state_and_its_loss():
+    """The last orbit row is ``final_params`` and its loss ``final_loss``, bit for bit, also after one or
+    two steps (the revisit's steps, compiled apart, had rounded differently: 23 of 64 points) and near a
+    minimum (where the loss cancels: ``orbit_loss`` was 4e-4 off)."""
+    rng = np.random.default_rng(3)
+    points = dict(a=rng.uniform(0.2, 1.8, 64), b=rng.uniform(0.2, 1.8, 64), eta=rng.uniform(0.3, 1.3, 64))
+    scalar = mfdyn.ScalarFactorization(1.0)
+    for steps, keep in ((1, 1), (2, 1), (2, 2), (40, 2)):
+        ds = mfdyn.sweep(scalar, {"pts": mfdyn.zipped(**points)}, steps, keep_orbit=keep, max_period=0, progress=False)
+        ok = ds.outcome.values != "diverged"
+        np.testing.assert_array_equal(ds.orbit.values[ok, -1], ds.final_params.values[ok])
+        np.testing.assert_array_equal(ds.orbit_loss.values[ok, -1], ds.final_loss.values[ok])
+        for i in np.flatnonzero(ok)[:8]:
+            run = mfdyn.gd(scalar, (float(points["a"][i]), float(points["b"][i])), float(points["eta"][i]), steps)
+            if int(ds.steps_to_converge.values[i]) < 0:
+                np.testing.assert_array_equal(ds.final_params.values[i], np.asarray(run.final))
+    near = mfdyn.sweep(scalar, {"eta": [0.5], "a": [1.5], "b": [0.2]}, 40, keep_orbit=1, progress=False)
+    assert near.orbit_loss.values.item() == near.final_loss.values.item()
+
+
+def test_scalar_imbalance_of_a_balanced_state_is_zero():
+    """``a^2 - b^2`` as ``(a - b)(a + b)``: exactly 0 for ``a = b`` (it was 2.6e-17 in compiled code)."""
+    scalar = mfdyn.ScalarFactorization(1.0)
+    ds = mfdyn.sweep(scalar, {"eta": [0.1, 0.3], "a": [1.3, 0.7], "b": [1.3, 0.7]}, 5, progress=False)
+    diagonal = ds.final_imbalance.values[:, [0, 1], [0, 1]]
+    assert np.all(diagonal == 0.0)
+    assert mfdyn.gd(scalar, (1.3, 1.3), 0.1, 5, record=("imbalance_norm",))["imbalance_norm"][-1] == 0.0

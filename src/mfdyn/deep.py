@@ -383,10 +383,15 @@ def plot_tracked(traj: Trajectory, st: Stages, title: str = "", axes: Any = None
 
 
 # ---- convergence over seeds (batched by the sweep engine) ------------------------------------------------------
-@functools.partial(jax.jit, static_argnames=("kind",))
-def _init_signs(problem: DeepFactorization, seeds: jax.Array, eps: jax.Array, kind: str) -> jax.Array:
-    """``sign det W(0)`` for every seed (one vmapped evaluation; compiled once per problem structure)."""
-    return jax.vmap(lambda seed: polar_sign(problem, problem.init(seed, scale=eps, kind=kind)))(seeds)
+def _init_signs(problem: DeepFactorization, seeds: Any, eps: float, kind: str) -> jax.Array:
+    """``sign det W(0)`` for every seed, from the starts the sweep takes (``problem.init_batch``)."""
+    return _polar_signs(problem, problem.init_batch(np.asarray(seeds), eps, kind))
+
+
+@jax.jit
+def _polar_signs(problem: DeepFactorization, params: Any) -> jax.Array:
+    """:func:`polar_sign` of a batch of parameters (one vmapped evaluation per problem structure)."""
+    return jax.vmap(lambda p: polar_sign(problem, p))(params)
 
 
 @jax.jit
@@ -459,7 +464,7 @@ def convergence_sweep(
     ds["converged"] = ds["final_loss"] < loss_tol
     if not base.is_complex and base.widths[0] == base.widths[-1]:
         dims, shape = ds["final_loss"].dims, ds["final_loss"].shape
-        signs0 = np.asarray(_init_signs(base, jnp.asarray(seeds), jnp.asarray(float(eps)), kind))
+        signs0 = np.asarray(_init_signs(base, seeds, float(eps), kind))
         ds["det_sign_initial"] = (dims, np.broadcast_to(signs0.reshape((-1,) + (1,) * (len(shape) - 1)), shape).copy())
         flat = np.asarray(ds["final_params"]).reshape(-1, base.num_coordinates)
         ds["det_sign_final"] = (dims, np.asarray(_final_signs(base, jnp.asarray(flat))).reshape(shape))

@@ -90,8 +90,9 @@ class ScalarFactorization(Problem):
         return ((eta * b) * psi, (eta * a) * psi)
 
     def imbalance(self, params: ScalarParams) -> jax.Array:
+        """``a^2 - b^2``, evaluated as ``(a - b)(a + b)``: no cancellation (exactly 0 when ``a = b``)."""
         a, b = params
-        return a**2 - b**2
+        return (a - b) * (a + b)
 
     def product(self, params: ScalarParams) -> jax.Array:
         a, b = params

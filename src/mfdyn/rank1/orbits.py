@@ -85,8 +85,7 @@ def _starts(problem: Any, seeds: Any, scale: float) -> np.ndarray:
     seeds = np.asarray(seeds)
     if seeds.ndim != 1 or seeds.size == 0 or not np.issubdtype(seeds.dtype, np.integer) or np.any(seeds < 0):
         raise InputError(f"seeds must be a count >= 1 or a 1-D sequence of non-negative integers, got {seeds!r}")
-    draw = jax.vmap(lambda s: problem.flatten(problem.init(s, scale)))
-    return np.asarray(draw(jnp.asarray(seeds)))
+    return np.asarray(jax.vmap(problem.flatten)(problem.init_batch(seeds, scale)))
 
 
 def _same_orbit(a: np.ndarray, b: np.ndarray, tol: float) -> bool:

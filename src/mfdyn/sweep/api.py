@@ -29,7 +29,7 @@ from .classify import LABELS, decode
 from .distribute import (ChunkJob, LANE, cluster_llvm_options, cluster_platform, dask_client, kernel_platform,
                          local_workers, padded_size, run_dask, run_local, run_processes)
 from .grid import Grid, _axis_values, chunk_ranges, grid_from_config, make_grid
-from .kernel import KernelSpec, kernel_llvm_options, step_unroll, wanted_llvm_options
+from .kernel import KernelSpec, kernel_llvm_options, needs_scaled_test, step_unroll, wanted_llvm_options
 from .progress import SweepProgress
 
 STEP_AXES = ("eta", "momentum")
@@ -198,6 +198,8 @@ def plan_sweep(problem, axes, steps, *, tol, max_period, keep_orbit, chunk, init
     sizes the chunks (else they are sized for CPU cores)."""
     steps = v.integer("steps", steps, minimum=1)
     v.finite_scalar("tol", tol, positive=True)
+    if float(tol) < np.finfo(np.float64).tiny:  # (XLA:CPU reads a subnormal as 0)
+        raise InputError(f"tol must be at least {np.finfo(np.float64).tiny:.6g} (a normal float64), got {float(tol):g}")
     max_period = v.integer("max_period", max_period, minimum=0)
     keep_orbit = v.integer("keep_orbit", keep_orbit, minimum=0)
     if keep_orbit > steps:
@@ -263,7 +265,8 @@ def plan_sweep(problem, axes, steps, *, tol, max_period, keep_orbit, chunk, init
     spec = KernelSpec(steps=steps, check_every=check_every, tail=tail, max_period=min(max_period, tail),
                       keep_orbit=keep_orbit, init=init, init_kind=init_kind if init == "random" else "",
                       const_names=const_names, sharpness=bool(sharpness),
-                      heavy_ball="momentum" in grid.axis_names, tile=tile_size(n_coords),
+                      heavy_ball="momentum" in grid.axis_names, scaled_test=needs_scaled_test(float(tol)),
+                      tile=tile_size(n_coords),
                       unroll=step_unroll(base.generalized(const_names) if factory is None else base))
     if chunk is None:
         sized_for = platform if local else "cpu"
@@ -278,6 +281,8 @@ def plan_sweep(problem, axes, steps, *, tol, max_period, keep_orbit, chunk, init
         "num_coordinates": n_coords, "platform": platform,
         "xla_llvm_options": kernel_llvm_options(wanted, platform) if llvm is None else llvm(wanted),
     }
+    if init == "random":  # (the starts' draws: problem.init_batch; stores of the in-kernel draws are refused)
+        config["init_draws"] = "init_batch"
     if factory is not None:
         config["problem"]["factory_values"] = _describe_factory_values(built)
     fingerprint = _digest(json.dumps(config, sort_keys=True).encode())
@@ -354,7 +359,8 @@ def sweep(
     ``problem``: an mfdyn problem, or a factory ``lambda **kw: Problem(...)`` called (inside the
     compiled kernel, with traced values) with the swept constants as keywords. ``axes``: a dict of
     named 1-D arrays forming a Cartesian grid (:func:`mfdyn.zipped` groups axes that vary together);
-    names: ``eta`` (required), ``momentum`` (heavy ball, default 0), any scalar or vector array field
+    names: ``eta`` (required), ``momentum`` (heavy ball, default 0; any value >= 0 is run, also >= 1, where heavy
+    ball does not converge on a quadratic), any scalar or vector array field
     of the problem (``target``, ``quartic``, ``weight_decay`` (one value for all layers), ``balance``;
     anything with a factory), the scalar family's initial coordinates ``a``, ``b``, and ``seed``,
     ``scale`` (random init ``problem.init(seed, scale, kind=init_kind)``; defaults 0 and 1).

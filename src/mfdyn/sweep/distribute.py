@@ -91,7 +91,10 @@ def _kernel_args(job: ChunkJob, values: dict[str, np.ndarray]) -> tuple[int, tup
     pad = job.padded - n
     batch = {k: np.ascontiguousarray(np.concatenate([v, np.repeat(v[-1:], pad)]) if pad else v)
              for k, v in values.items()}
-    return n, (job.problem, batch, job.params0, np.float64(job.tol), np.int64(n))
+    params0 = job.params0
+    if job.spec.init == "random":  # every row's start, with the bits of problem.init(seed, scale, kind)
+        params0 = job.problem.init_batch(batch["seed"], batch["scale"], job.spec.init_kind)
+    return n, (job.problem, batch, params0, np.float64(job.tol), np.int64(n))
 
 
 def compile_kernel(job: ChunkJob, values: dict[str, np.ndarray]) -> None:

@@ -25,12 +25,14 @@ workers.
 Schedule of one trajectory (``T = steps``, ``c = check_every``, ``W = tail`` =
 ``min(max(max_period, keep_orbit), T)``, ``s0 = c floor((T - W) / c)``):
 
+0. the start: a start whose state or gradient is not finite diverged at step 0 (``diverged_at = 0``,
+   as in :func:`mfdyn.gd`); one that passes the convergence test converged at step 0;
 1. main phase, ``c floor(T / c)`` steps: blocks of ``c`` plain ``gd_update`` steps (run in a
    loop of unrolled groups for small problems, :func:`step_unroll`; the state of two real
    coordinates packed as one complex number, so XLA fuses them into one loop over the tile), with
    one test at the block's end: is the state (and its gradient) finite, does it pass the
    convergence test (evaluated as ``||g||^2 <= sq_norm_bound(tol)``, exactly equivalent and without
-   a square root)? Non-finite values are absorbing under GD, so a finite end state means the whole
+   a square root; for a ``tol`` outside :data:`NORMAL_TOL`, on ``2^k g``: :func:`tol_scale`)? Non-finite values are absorbing under GD, so a finite end state means the whole
    block was finite. A row whose block ended with an event keeps the block's start state and
    stops advancing; so does a row whose block ended exactly where it started (a cycle whose length
    divides ``c``): both are recognized by an end state equal, bit for bit, to the start state. The
@@ -106,11 +108,12 @@ class KernelSpec:
     tail: int
     max_period: int
     keep_orbit: int
-    init: str  # "ab" (scalar coordinates), "params0" (fixed), "random" (problem.init(seed, scale, kind))
+    init: str  # "ab" (scalar coordinates), "params0" (fixed), "random" (per row: problem.init_batch, passed in)
     init_kind: str
     const_names: tuple[str, ...]
     sharpness: bool
     heavy_ball: bool = True  # False when no momentum is swept: plain GD steps (see gd_update)
+    scaled_test: bool = False  # tol outside NORMAL_TOL: the convergence test scales g by 2^k first (tol_scale)
     tile: int = 4096  # trajectories advanced together (sized for the cache)
     unroll: int = UNROLL  # steps per unrolled group of a block, walk or replay (1: single steps; step_unroll)
     blocks_per_round: int = 4  # check blocks of a round, between two compactions (doubled: ROUND_DOUBLINGS)
@@ -157,9 +160,7 @@ def with_constants(base: Any, factory: Callable | None, consts: dict[str, jax.Ar
 def _initial_params(problem: Any, vals: dict, params0: Any, spec: KernelSpec) -> Any:
     if spec.init == "ab":
         return (vals["a"], vals["b"])
-    if spec.init == "params0":
-        return params0
-    return problem.init(vals["seed"], vals["scale"], kind=spec.init_kind)
+    return params0  # (fixed, or with "random" this row's draw of problem.init_batch)
 
 
 def _where(mask: jax.Array, new: Any, old: Any) -> Any:
@@ -220,14 +221,19 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
             state = step(state)
         return state
 
-    bound = sq_norm_bound(tol)
+    scale = tol_scale(tol) if spec.scaled_test else None
+    bound = sq_norm_bound(tol if scale is None else scale * tol)
+
+    def sq_norm(x):
+        """``||x||^2`` (of ``2^k x`` for a ``tol`` outside :data:`NORMAL_TOL`: :func:`tol_scale`)."""
+        return tree_sq_norm(x if scale is None else jax.tree_util.tree_map(lambda leaf: scale * leaf, x))
 
     def passes(vals, g, v):
         """The convergence test, given the gradient and the velocity (``None`` for plain GD):
         ``||g|| <= tol`` (and ``||v|| <= tol``), evaluated exactly as ``||g||^2 <= bound``."""
         if not spec.heavy_ball:
-            return tree_sq_norm(g) <= bound
-        return (tree_sq_norm(g) <= bound) & ((vals["momentum"] == 0) | (tree_sq_norm(v) <= bound))
+            return sq_norm(g) <= bound
+        return (sq_norm(g) <= bound) & ((vals["momentum"] == 0) | (sq_norm(v) <= bound))
 
     def init(problem, vals, params0):
         p0 = _initial_params(problem, vals, params0, spec)
@@ -303,8 +309,9 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
                     jax.tree_util.tree_leaves(jax.tree_util.tree_map(bits, y)))
         return jnp.all(jnp.stack([jnp.all(a == b) for a, b in pairs]))
 
-    def converged(problem, vals, z, v):
-        return passes(vals, problem.grad(z), v)
+    def start_test(problem, vals, z, v):
+        """The start's :func:`block_end_test`: a start whose gradient is not finite diverged at step 0."""
+        return block_end_test(problem, vals, z, v)
 
     def tested_step(problem, vals, z, v, g, r):
         """Step ``r`` from ``(z, v)`` (``g`` its gradient): the new state and its gradient, whether
@@ -428,7 +435,7 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
             final_params=problem.flatten(z),
         )
 
-    return dict(init=init, fused_block=fused_block, converged=converged, revisit=revisit, pack=pack,
+    return dict(init=init, fused_block=fused_block, start_test=start_test, revisit=revisit, pack=pack,
                 unpack=unpack, same_bits=same_bits, block_finite=block_finite_packed,
                 frozen_walk=frozen_walk, find=find, replay=replay,
                 finals=finals, orbit_loss=lambda problem, vals, orbit: jax.vmap(problem.flat_loss)(orbit))
@@ -482,6 +489,27 @@ def decode_first(first: jax.Array, t0: jax.Array) -> tuple[jax.Array, jax.Array]
     negative if none)."""
     row, bad = first // 2, first % 2 == 1
     return jnp.where((first >= 0) & bad, t0 + row, -1), jnp.where((first >= 0) & ~bad, t0 + row, -1)
+
+
+NORMAL_TOL = (1e-100, 1e100)  # tolerances whose test needs no scaling (KernelSpec.scaled_test)
+
+
+def needs_scaled_test(tol: float) -> bool:
+    """Whether ``||g||^2 <= sq_norm_bound(tol)`` could be wrong for ``tol``: the squares of a gradient near
+    ``tol`` under- or overflow when ``tol`` is outside :data:`NORMAL_TOL` (``||g|| = 1e-200`` squares to
+    0 and passed a ``tol`` of 1e-300; ``||g|| = 1e180`` squares to inf and failed a ``tol`` of 1e200).
+    Inside it, squares that underflow are below ``1e-108`` of the bound and no rounding can tell."""
+    return not NORMAL_TOL[0] <= tol <= NORMAL_TOL[1]
+
+
+def tol_scale(tol: jax.Array) -> jax.Array:
+    """``2^k`` with ``2^k tol`` in ``[1/2, 1)`` (``k`` clipped to +-1020: normal numbers): the test of a
+    ``tol`` outside :data:`NORMAL_TOL` compares ``||2^k g||^2`` with ``sq_norm_bound(2^k tol)``. Powers of
+    two scale squares and sums exactly, so this is the test of ``||g||`` in float64 with an unbounded
+    exponent; a scaled component that still overflows makes ``||g||`` far above ``tol`` (inf: fails),
+    and one that underflows counts for nothing, as it should beside a bound near 1."""
+    _, exponent = jnp.frexp(tol)
+    return jnp.ldexp(jnp.asarray(1.0, jnp.float64), -jnp.clip(exponent, -1020, 1020))
 
 
 def sq_norm_bound(tol: jax.Array, xp: Any = jnp) -> jax.Array:
@@ -584,7 +612,9 @@ def _run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, filled:
     initialization, and their results are meaningless.
 
     ``values`` must hold ``eta``, ``momentum`` (if ``spec.heavy_ball``), the initialization axes
-    of ``spec.init`` and the swept constants ``spec.const_names``. Returns a dict of arrays with
+    of ``spec.init`` and the swept constants ``spec.const_names``. ``params0``: the fixed start, or with
+    ``spec.init == "random"`` every row's start (``problem.init_batch`` of its seed and scale, computed
+    outside: a draw fused into this program would round differently from ``problem.init``). Returns a dict of arrays with
     leading dimension ``C``, the outcome codes and periods already classified
     (:func:`mfdyn.sweep.classify.classify`).
 
@@ -679,15 +709,22 @@ def _run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, filled:
     def unsettled(st):
         return (st["conv"] < 0) & (st["div"] < 0)
 
-    vals = {k: jnp.concatenate([x, jnp.repeat(x[-1:], widths[0], axis=0)]) for k, x in values.items()}
+    def padded_rows(x):
+        return jnp.concatenate([x, jnp.repeat(x[-1:], widths[0], axis=0)])
+
+    vals = {k: padded_rows(x) for k, x in values.items()}
     origin = jnp.arange(padded)
     padding = origin >= (size if filled is None else jnp.minimum(filled, size))
-    z0, v0 = batched("init", vals, params0, arg_axes=(None,))
-    converged0 = batched("converged", vals, z0, v0) & ~padding
+    if spec.init == "random":  # (the rows' own draws)
+        z0, v0 = batched("init", vals, jax.tree_util.tree_map(padded_rows, params0), arg_axes=(0,))
+    else:
+        z0, v0 = batched("init", vals, params0, arg_axes=(None,))
+    finite0, converged0 = batched("start_test", vals, z0, v0)
     # the rows carry only what the steps read (the initialization axes are done with)
     vals = {k: x for k, x in vals.items() if k in ("eta", *spec.const_names) or (k == "momentum" and spec.heavy_ball)}
-    work = dict(vals=vals, z=z0, v=v0, origin=origin, conv=jnp.where(converged0, 0, -1).astype(jnp.int64),
-                div=jnp.where(padding, 0, -1).astype(jnp.int64))  # padding rows count as settled
+    # a start whose gradient is not finite diverged at step 0 (as in mfdyn.gd); padding rows count as settled
+    work = dict(vals=vals, z=z0, v=v0, origin=origin, conv=jnp.where(converged0 & ~padding, 0, -1).astype(jnp.int64),
+                div=jnp.where(padding | ~finite0, 0, -1).astype(jnp.int64))
 
     # 1. main phase: rounds of check blocks over tiles of the running rows. A row whose block ends
     #    with its state unchanged, bit for bit, records `event = start step of the block` and stops
@@ -866,8 +903,14 @@ def _run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, filled:
     if spec.keep_orbit:
         frozen = jnp.broadcast_to(out["final_params"][:, None, :], orbit.shape)
         orbit = jnp.where(revisited[:, None, None], orbit, frozen)
-        out["orbit"] = jnp.where((work["div"] >= 0)[:, None, None], jnp.nan, orbit)
-        out["orbit_loss"] = in_groups("orbit_loss", work["vals"], out["orbit"])
+        # the last row is the final state, bit for bit: the revisit's steps are compiled apart from the
+        # main phase's, and after one or two steps XLA had fused them into different roundings
+        orbit = orbit.at[:, -1, :].set(out["final_params"])
+        diverged = work["div"] >= 0
+        out["orbit"] = jnp.where(diverged[:, None, None], jnp.nan, orbit)
+        orbit_loss = in_groups("orbit_loss", work["vals"], out["orbit"])
+        # (and its loss is final_loss: near a minimum the loss cancels, and its roundings differed by 4e-4)
+        out["orbit_loss"] = orbit_loss.at[:, -1].set(jnp.where(diverged, jnp.nan, out["final_loss"]))
     rows = jnp.arange(padded, dtype=jnp.int32)
     position = jnp.zeros(padded, jnp.int32).at[work["origin"]].set(rows, unique_indices=True)[:size]
     return jax.tree_util.tree_map(lambda x: x.at[position].get(mode="promise_in_bounds", unique_indices=True), out)
