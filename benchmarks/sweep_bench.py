@@ -275,8 +275,8 @@ def bench_store_and_zipped(problem, axes, pts, steps, kw, ds) -> dict:
         t_open, ds_opened = timed(lambda: mfdyn.open_sweep(Path(tmp) / "s0.zarr"), repeat=2)
         store_mb = sum(f.stat().st_size for f in (Path(tmp) / "s0.zarr").rglob("*") if f.is_file()) / 1e6
     order = np.random.default_rng(0).permutation(pts[0].size)
-    shuffled = {"point": mfdyn.zipped(eta=pts[0][order], a=pts[1][order], b=pts[2][order])}
-    mfdyn.sweep(problem, {"point": mfdyn.zipped(eta=pts[0][:4], a=pts[1][:4], b=pts[2][:4])}, steps, **kw)
+    shuffled = {"pts": mfdyn.zipped(eta=pts[0][order], a=pts[1][order], b=pts[2][order])}
+    mfdyn.sweep(problem, {"pts": mfdyn.zipped(eta=pts[0][:4], a=pts[1][:4], b=pts[2][:4])}, steps, **kw)
     t_zip, ds_zip = timed(lambda: mfdyn.sweep(problem, shuffled, steps, **kw), repeat=2)
     flat = {name: ds[name].values.reshape(pts[0].size, *ds[name].shape[3:])[order] for name in ds.data_vars}
     zip_identical = all(np.array_equal(flat[name], ds_zip[name].values, equal_nan=ds_zip[name].dtype.kind == "f")
