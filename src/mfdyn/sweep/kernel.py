@@ -309,10 +309,6 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
                     jax.tree_util.tree_leaves(jax.tree_util.tree_map(bits, y)))
         return jnp.all(jnp.stack([jnp.all(a == b) for a, b in pairs]))
 
-    def start_test(problem, vals, z, v):
-        """The start's :func:`block_end_test`: a start whose gradient is not finite diverged at step 0."""
-        return block_end_test(problem, vals, z, v)
-
     def tested_step(problem, vals, z, v, g, r):
         """Step ``r`` from ``(z, v)`` (``g`` its gradient): the new state and its gradient, whether
         the new state is finite, and its event code: ``2 r + 1`` if the state or its gradient is not
@@ -435,7 +431,7 @@ def _per_trajectory(spec: KernelSpec, tol: jax.Array) -> dict[str, Callable]:
             final_params=problem.flatten(z),
         )
 
-    return dict(init=init, fused_block=fused_block, start_test=start_test, revisit=revisit, pack=pack,
+    return dict(init=init, fused_block=fused_block, block_end_test=block_end_test, revisit=revisit, pack=pack,
                 unpack=unpack, same_bits=same_bits, block_finite=block_finite_packed,
                 frozen_walk=frozen_walk, find=find, replay=replay,
                 finals=finals, orbit_loss=lambda problem, vals, orbit: jax.vmap(problem.flat_loss)(orbit))
@@ -719,7 +715,7 @@ def _run_chunk(problem: Any, values: dict, params0: Any, tol: jax.Array, filled:
         z0, v0 = batched("init", vals, jax.tree_util.tree_map(padded_rows, params0), arg_axes=(0,))
     else:
         z0, v0 = batched("init", vals, params0, arg_axes=(None,))
-    finite0, converged0 = batched("start_test", vals, z0, v0)
+    finite0, converged0 = batched("block_end_test", vals, z0, v0)  # (the start's test)
     # the rows carry only what the steps read (the initialization axes are done with)
     vals = {k: x for k, x in vals.items() if k in ("eta", *spec.const_names) or (k == "momentum" and spec.heavy_ball)}
     # a start whose gradient is not finite diverged at step 0 (as in mfdyn.gd); padding rows count as settled
