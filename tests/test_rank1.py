@@ -252,3 +252,28 @@ def test_window_edge_at_a_fold_of_cycles_is_the_fold():
         _, eta_fold = mpmath.findroot(equations, (mpmath.mpf(s0), mpmath.mpf(low)))
     assert abs(low - eta_fold) <= 1e-12 * eta_fold
     assert any(c.stable for c in rank1.balanced_two_cycles(problem, float(eta_fold) * (1 + 1e-10)))
+
+
+@pytest.mark.parametrize("y", [0.7, 0.3, 3.0, 1.3])
+def test_closed_form_products_keep_their_digits_just_above_the_critical_step(y):
+    """At the first few float64 step sizes above ``1 / y`` ``eta y - 1`` is about 1e-16, where
+    ``fl(eta y) - 1`` has no correct digit: ``s_pm`` lost up to 4e-9 through ``R``, and a step size
+    whose product rounds to 1 was refused. Against 100-digit decimal arithmetic."""
+    from decimal import Decimal, getcontext
+
+    getcontext().prec = 100
+    eta = 1.0 / y
+    while Decimal(eta) * Decimal(y) <= 1:
+        eta = float(np.nextafter(eta, np.inf))
+    for _ in range(4):
+        t = Decimal(eta) * Decimal(y)
+        root = ((t - 1) * (t + 3)).sqrt()
+        want = [float(Decimal(y) * (t + 1 - root) / (2 * t)), float(Decimal(y) * (t + 1 + root) / (2 * t))]
+        np.testing.assert_allclose(rank1.closed_form_products(y, eta), want, rtol=1e-15)
+        np.testing.assert_allclose(rank1.two_cycle(ScalarFactorization(y), eta).products, want, rtol=1e-15)
+        eta = float(np.nextafter(eta, np.inf))
+    below = float(np.nextafter(1.0 / y, -np.inf))
+    while Decimal(below) * Decimal(y) > 1:
+        below = float(np.nextafter(below, -np.inf))
+    with pytest.raises(InputError, match="eta y > 1 only"):
+        rank1.closed_form_products(y, below)

@@ -877,14 +877,20 @@ def test_a_start_whose_gradient_overflows_diverged_at_step_0():
     (mfdyn.SymmetricFactorization(np.diag([2.0, 1.0, -0.5]), 2), "gaussian"),
     (mfdyn.DeepFactorization(np.diag([1.0, 0.5]), 3, field="complex"), "balanced"),
 ])
-def test_random_starts_are_problem_init_bit_for_bit(problem, kind):
+def test_random_starts_are_problem_init_bit_for_bit(problem, kind, monkeypatch):
     """A sweep over seeds starts from ``problem.init(seed, scale, kind)`` exactly (its draws were fused into
     the kernel and rounded differently: 8 to 12 of 12 starts differed in the last bits, and a chaotic
     symmetric run was bounded in the sweep and diverged in ``gd``). ``tol = 1e300``: every trajectory
-    converges at step 0, so ``final_params`` is the start."""
+    converges at step 0, so ``final_params`` is the start. Each chunk's starts are drawn once (the
+    kernel's compilation only describes them)."""
     seeds, scales = np.arange(7), [0.3, 1.7]
+    draws = []
+    init_batch = type(problem).init_batch
+    monkeypatch.setattr(type(problem), "init_batch", lambda self, *args: draws.append(len(args[0])) or init_batch(self, *args))
     ds = mfdyn.sweep(problem, {"eta": [0.1], "seed": seeds, "scale": scales}, 5, tol=1e300, init_kind=kind,
                      chunk=5, progress=False)
+    assert len(draws) == 3  # (14 points in 3 chunks)
+    monkeypatch.undo()
     for i, seed in enumerate(seeds):
         for j, scale in enumerate(scales):
             start = np.asarray(problem.flatten(problem.init(int(seed), scale, kind=kind)))

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _validate as v
+from .._exact_arithmetic import product_minus_one, two_product
 from ..errors import InputError
 from ..problems import MatrixFactorization, ScalarFactorization
 from .gd_map import iterate_jacobian, iterate_jit
@@ -61,11 +62,15 @@ def closed_form_products(y: float, eta: float) -> np.ndarray:
 
     ``s_-+ = y (t + 1 -+ R) / (2t)``, ``t = eta y``, ``R = sqrt((t - 1)(t + 3))``; ``s_-`` is evaluated
     as ``y 2 / (t (t + 1 + R))`` (the same number, as ``(t + 1)^2 - R^2 = 4``), free of the
-    cancellation in ``t + 1 - R`` that loses all digits of ``s_-`` for large ``t``."""
-    t = eta * y
-    if not t > 1.0:
+    cancellation in ``t + 1 - R`` that loses all digits of ``s_-`` for large ``t``. ``t - 1`` and
+    ``t + 3`` are taken from the exact product ``eta y`` (:func:`~mfdyn._exact_arithmetic.two_product`):
+    near ``t = 1`` the rounding of ``eta y`` alone cost up to 4e-9 of ``s_pm``, and refused a step
+    size just above ``1 / y`` whose product rounds to 1."""
+    t, t_error = two_product(eta, y)  # t + t_error = eta y exactly
+    above = product_minus_one(eta, y)
+    if not above > 0.0:
         raise InputError(f"the balanced 2-cycle exists for eta y > 1 only, got eta y = {t:g}")
-    root = np.sqrt(t - 1.0) * np.sqrt(t + 3.0)
+    root = np.sqrt(above) * np.sqrt((t + 3.0) + t_error)
     with np.errstate(over="ignore", under="ignore"):  # (beyond float64's range: 0 or inf, refused by two_cycle)
         return y * np.array([2.0 / (t * (t + 1.0 + root)), (t + 1.0 + root) / (2.0 * t)])
 
@@ -287,7 +292,7 @@ def two_cycle(problem: Any, eta: float, method: str = "auto") -> TwoCycle:
     if method == "closed" and mu != 0.0:
         raise InputError(f"method='closed' needs quartic=0, got quartic={mu:g}; use method='numeric'")
     if mu == 0.0 and method != "numeric" or isinstance(problem, MatrixFactorization):
-        if eta * y <= 1.0:
+        if not product_minus_one(eta, y) > 0.0:  # (the exact eta y: closed_form_products)
             raise InputError(
                 f"eta={eta:g} has no balanced 2-cycle: it exists only above the critical step size, "
                 f"eta > 1/{'s1' if isinstance(problem, MatrixFactorization) else 'y'} = {1.0 / y:.10g}"
@@ -310,7 +315,7 @@ def two_cycle(problem: Any, eta: float, method: str = "auto") -> TwoCycle:
 
 def _has_stable_cycle(problem: Any, eta: float) -> bool:
     if isinstance(problem, MatrixFactorization) or _quartic(problem) == 0.0:
-        if not eta * signal(problem)[0] > 1.0:
+        if not product_minus_one(eta, signal(problem)[0]) > 0.0:
             return False
         cycles = balanced_two_cycles(problem, eta)  # (none within float64's reach of eta_c)
         return bool(cycles) and cycles[0].stable

@@ -14,6 +14,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Callable, Iterator
 
+import jax
 import numpy as np
 
 from ..errors import InputError
@@ -82,17 +83,21 @@ def executed_spec(spec: KernelSpec, platform: str | None = None) -> KernelSpec:
     return dataclasses.replace(spec, tile=WHOLE_CHUNK, replay_gathered=False)
 
 
-def _kernel_args(job: ChunkJob, values: dict[str, np.ndarray]) -> tuple[int, tuple]:
+def _kernel_args(job: ChunkJob, values: dict[str, np.ndarray], *, abstract_starts: bool = False) -> tuple[int, tuple]:
     """The number of points and the kernel's arguments for a chunk (padded by repetition to the
     compiled shape; the kernel leaves the padding rows settled). The values stay NumPy arrays: the
     compiled function's own transfer is 0.3 ms per chunk faster than converting them first (the
-    scalar benchmark's chunks)."""
+    scalar benchmark's chunks). With ``abstract_starts`` random starts are only described (their
+    shapes and dtypes, enough to compile the kernel), not drawn."""
     n = len(next(iter(values.values())))
     pad = job.padded - n
     batch = {k: np.ascontiguousarray(np.concatenate([v, np.repeat(v[-1:], pad)]) if pad else v)
              for k, v in values.items()}
     params0 = job.params0
-    if job.spec.init == "random":  # every row's start, with the bits of problem.init(seed, scale, kind)
+    if job.spec.init == "random" and abstract_starts:
+        params0 = jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct((job.padded, *leaf.shape), leaf.dtype),
+                                         job.problem.param_template())
+    elif job.spec.init == "random":  # every row's start, with the bits of problem.init(seed, scale, kind)
         params0 = job.problem.init_batch(batch["seed"], batch["scale"], job.spec.init_kind)
     return n, (job.problem, batch, params0, np.float64(job.tol), np.int64(n))
 
@@ -100,8 +105,9 @@ def _kernel_args(job: ChunkJob, values: dict[str, np.ndarray]) -> tuple[int, tup
 def compile_kernel(job: ChunkJob, values: dict[str, np.ndarray]) -> None:
     """Compiles the kernel for the job's chunk shape without running it (the compiled executable is
     cached by ``jax.jit``: later calls of any chunk of the job reuse it). A kernel compiled before in
-    this process is not traced and lowered again (about 1 ms a sweep)."""
-    _, args, kernel, platform, spec = _prepared(job, values)
+    this process is not traced and lowered again (about 1 ms a sweep). Random starts are not drawn
+    for it: the chunk that runs draws them."""
+    _, args, kernel, platform, spec = _prepared(job, values, abstract_starts=True)
     key = structure_key((args, job.factory))
     if key is not None:
         key = (job.llvm, platform, spec, key)
@@ -123,10 +129,11 @@ def compute_chunk(job: ChunkJob, values: dict[str, np.ndarray]) -> dict[str, np.
     return {k: np.asarray(v)[:n] for k, v in out.items()}  # (no copy on the CPU)
 
 
-def _prepared(job: ChunkJob, values: dict[str, np.ndarray]) -> tuple[int, tuple, Callable, str, KernelSpec]:
-    """A chunk's number of points and kernel arguments, and the kernel, platform and executed spec
-    of this process (:func:`kernel_platform`, :func:`executed_spec`)."""
-    n, args = _kernel_args(job, values)
+def _prepared(job: ChunkJob, values: dict[str, np.ndarray], *, abstract_starts: bool = False
+              ) -> tuple[int, tuple, Callable, str, KernelSpec]:
+    """A chunk's number of points and kernel arguments (:func:`_kernel_args`), and the kernel,
+    platform and executed spec of this process (:func:`kernel_platform`, :func:`executed_spec`)."""
+    n, args = _kernel_args(job, values, abstract_starts=abstract_starts)
     platform = kernel_platform()
     return n, args, kernel_for(job.llvm, platform), platform, executed_spec(job.spec, platform)
 
