@@ -138,6 +138,8 @@ def test_low_level_analysis_functions_check_their_arguments():
         (lambda: rank1.gd_map(pair, np.ones(4), "x"), "eta must be a real number, got 'x'"),
         (lambda: rank1.iterate(pair, np.ones(4), 0.1, -1), "k must be >= 0, got -1"),
         (lambda: rank1.iterate(None, np.ones(4), 0.1, 2), "problem must be an mfdyn problem, got NoneType"),
+        (lambda: rank1.closed_form_products(1.0, "a"), "eta must be a real number, got 'a'"),
+        (lambda: rank1.closed_form_products(np.inf, 2.0), "y must be finite, got inf"),
         (lambda: symmetric.class_of(sym, np.ones(3)), "X must have 2 dimension(s), got shape (3,)"),
         (lambda: symmetric.class_of(sym, [[1.0, 2.0], [3.0, 4.0]]), "X must have shape (3, 2), got (2, 2)"),
         (lambda: symmetric.jacobian_spectrum([1.0, 2.0], (0, 5), 2), "support must hold distinct indices below 2"),

@@ -66,6 +66,8 @@ def closed_form_products(y: float, eta: float) -> np.ndarray:
     ``t + 3`` are taken from the exact product ``eta y`` (:func:`~mfdyn._exact_arithmetic.two_product`):
     near ``t = 1`` the rounding of ``eta y`` alone cost up to 4e-9 of ``s_pm``, and refused a step
     size just above ``1 / y`` whose product rounds to 1."""
+    v.finite_scalar("y", y, positive=True)
+    v.finite_scalar("eta", eta, positive=True)
     t, t_error = two_product(eta, y)  # t + t_error = eta y exactly
     above = product_minus_one(eta, y)
     if not above > 0.0:
