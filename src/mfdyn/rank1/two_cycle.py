@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _validate as v
-from .._exact_arithmetic import product_minus_one, two_product
+from .._exact_arithmetic import product_minus_one
 from ..errors import InputError
 from ..problems import MatrixFactorization, ScalarFactorization
 from .gd_map import iterate_jacobian, iterate_jit
@@ -63,16 +63,16 @@ def closed_form_products(y: float, eta: float) -> np.ndarray:
     ``s_-+ = y (t + 1 -+ R) / (2t)``, ``t = eta y``, ``R = sqrt((t - 1)(t + 3))``; ``s_-`` is evaluated
     as ``y 2 / (t (t + 1 + R))`` (the same number, as ``(t + 1)^2 - R^2 = 4``), free of the
     cancellation in ``t + 1 - R`` that loses all digits of ``s_-`` for large ``t``. ``t - 1`` and
-    ``t + 3`` are taken from the exact product ``eta y`` (:func:`~mfdyn._exact_arithmetic.two_product`):
+    ``t + 3`` are taken from the exact product ``eta y`` (:func:`~mfdyn._exact_arithmetic.product_minus_one`):
     near ``t = 1`` the rounding of ``eta y`` alone cost up to 4e-9 of ``s_pm``, and refused a step
     size just above ``1 / y`` whose product rounds to 1."""
     v.finite_scalar("y", y, positive=True)
     v.finite_scalar("eta", eta, positive=True)
-    t, t_error = two_product(eta, y)  # t + t_error = eta y exactly
-    above = product_minus_one(eta, y)
+    t = eta * y
+    above = product_minus_one(eta, y)  # t - 1 from the exact eta y (t + 3 = above + 4)
     if not above > 0.0:
         raise InputError(f"the balanced 2-cycle exists for eta y > 1 only, got eta y = {t:g}")
-    root = np.sqrt(above) * np.sqrt((t + 3.0) + t_error)
+    root = np.sqrt(above) * np.sqrt(above + 4.0)
     with np.errstate(over="ignore", under="ignore"):  # (beyond float64's range: 0 or inf, refused by two_cycle)
         return y * np.array([2.0 / (t * (t + 1.0 + root)), (t + 1.0 + root) / (2.0 * t)])
 
