@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _lapack as lapack
 from . import _validate as v
 from .dynamics import gd
 from .errors import InputError
@@ -158,7 +159,7 @@ def polar_sign(problem: Any, params: Any) -> jax.Array:
     if problem.is_complex:
         raise InputError("field must be 'real' for polar_sign (det of a complex product is not a sign), got field='complex'")
     params = problem.check_params(params)
-    sign, _ = jnp.linalg.slogdet(problem.product(params))
+    sign, _ = lapack.slogdet(problem.product(params))  # (one matrix per LAPACK call under vmap: mfdyn._lapack)
     return sign
 
 
@@ -173,9 +174,9 @@ def sigma_min_polar(problem: Any, params: Any) -> jax.Array:
     problem = _square_product(problem, "sigma_min_polar")
     params = problem.check_params(params)
     W = problem.product(params)
-    U, S, _ = jnp.linalg.svd(W)
+    U, S, _ = lapack.svd(W)  # (one matrix per LAPACK call under vmap: mfdyn._lapack)
     sqrt_WWH = (U * S[None, :]) @ U.conj().T  # (W W^H)^{1/2}, Hermitian PSD
-    return jnp.linalg.svd(W + sqrt_WWH, compute_uv=False)[-1]
+    return lapack.svdvals(W + sqrt_WWH)[-1]
 
 
 # ---- stages ---------------------------------------------------------------------------------------------

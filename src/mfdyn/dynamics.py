@@ -174,7 +174,9 @@ def _flow_solve(problem, y0, ts, t1, rtol, atol, solver_name: str, max_steps: in
 
 @partial(jax.jit, static_argnames=("names",))
 def _flow_observables(problem, ys, names):
-    return jax.vmap(lambda y: obs.evaluate(problem, problem.unflatten(y), names))(ys)
+    """The observables at every recorded state, one state at a time (``lax.map``): the sharpness and
+    singular values are LAPACK calls, and batched ones can deadlock (:mod:`mfdyn._lapack`)."""
+    return jax.lax.map(lambda y: obs.evaluate(problem, problem.unflatten(y), names), ys)
 
 
 STIFF_HORIZON = 1e4

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _lapack as lapack
 from .. import _validate as v
 from ..errors import InputError
 from .base import Problem, frob_sq
@@ -29,7 +30,7 @@ def _haar(key: jax.Array, n: int, complex_field: bool) -> jax.Array:
         G = jax.random.normal(kr, (n, n)) + 1j * jax.random.normal(ki, (n, n))
     else:
         G = jax.random.normal(key, (n, n), dtype=jnp.float64)
-    Q, R = jnp.linalg.qr(G)
+    Q, R = lapack.qr(G)  # (one matrix per LAPACK call under vmap: mfdyn._lapack)
     d = jnp.diagonal(R)
     phase = d / jnp.where(jnp.abs(d) == 0, 1.0, jnp.abs(d))
     return Q * phase[None, :]
@@ -175,7 +176,7 @@ class DeepFactorization(Problem):
             G = (jax.random.normal(kr, (r, r)) + 1j * jax.random.normal(ki, (r, r))) / jnp.sqrt(2.0)
         else:
             G = jax.random.normal(kg, (r, r), dtype=jnp.float64)
-        sv = jnp.linalg.svd(G, compute_uv=False)  # (r,)
+        sv = lapack.svdvals(G)  # (r,)
         Qs = [_haar(k, d, cplx)[:, :r] for k, d in zip(jax.random.split(kq, self.depth + 1), self.widths)]
         if cplx:
             s = jnp.exp(2j * jnp.pi * jax.random.uniform(ks, (self.depth,)))
