@@ -60,8 +60,8 @@ def test_one_matrix_per_call_gives_the_batched_results_bit_for_bit(dtype):
     x = jnp.asarray(x)
     h = x + jnp.conj(jnp.swapaxes(x, -1, -2))
     cases = [(lapack.qr, jnp.linalg.qr, x), (lapack.svd, jnp.linalg.svd, x),
-             (lapack.svdvals, lambda m: jnp.linalg.svd(m, compute_uv=False), x), (lapack.eigvalsh, jnp.linalg.eigvalsh, h),
-             (lapack.slogdet, jnp.linalg.slogdet, x)]
+             (lapack.svdvals, lambda m: jnp.linalg.svd(m, compute_uv=False), x), (lapack.slogdet, jnp.linalg.slogdet, x),
+             (lapack.one_matrix_per_call(jnp.linalg.eigvalsh), jnp.linalg.eigvalsh, h)]
     for wrapped, plain, arg in cases:
         got = jax.jit(jax.vmap(jax.vmap(wrapped)))(arg)  # (nested vmaps: loops within loops)
         want = jax.vmap(jax.vmap(plain))(arg)

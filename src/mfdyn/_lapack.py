@@ -51,5 +51,4 @@ def one_matrix_per_call(fn: Callable) -> Callable:
 qr = one_matrix_per_call(jnp.linalg.qr)
 svd = one_matrix_per_call(jnp.linalg.svd)
 svdvals = one_matrix_per_call(lambda x: jnp.linalg.svd(x, compute_uv=False))
-eigvalsh = one_matrix_per_call(jnp.linalg.eigvalsh)
 slogdet = one_matrix_per_call(jnp.linalg.slogdet)
