@@ -78,3 +78,14 @@ def test_one_matrix_per_call_broadcasts_unbatched_arguments():
     bs = jnp.asarray(np.random.default_rng(5).normal(size=(6, 3)))
     got = jax.vmap(solve, in_axes=(None, 0))(a, bs)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(jax.vmap(jnp.linalg.solve, in_axes=(None, 0))(a, bs)))
+
+
+def test_newton_solves_and_the_cascade_call_lapack_on_one_matrix_at_a_time():
+    orbits = importlib.import_module("mfdyn.rank1.orbits")
+    cascade = importlib.import_module("mfdyn.symmetric.cascade")
+    pair = mfdyn.MatrixFactorization(np.diag([1.0, 0.5]), 1)
+    starts = jnp.asarray(np.random.default_rng(6).normal(size=(5, pair.num_coordinates)))
+    assert_one_matrix_per_call(orbits._newton_batch, pair, starts, jnp.asarray(1.2), k=2, iterations=3)
+    M, V = jnp.diag(jnp.asarray([3.0, 1.0, -0.5])), jnp.eye(3)
+    Xs = jnp.asarray(np.random.default_rng(7).normal(size=(4, 3, 2)))
+    assert_one_matrix_per_call(cascade._cascade_derivatives, M, V, Xs, p=2)

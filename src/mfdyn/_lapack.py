@@ -16,11 +16,11 @@ same bits (the batched kernel runs the same LAPACK routine on each matrix). It d
 batching rule (``jax.custom_batching.custom_vmap``), which forward-mode differentiation goes
 through but reverse mode does not: it is used where nothing is differentiated: the deep family's
 random draws (``init``, ``init_batch``, which a sweep's chunk threads call at once), the signs and
-``sigma_min_polar`` of :mod:`mfdyn.deep`. The observables recorded along a gradient flow are
-evaluated one state at a time (``mfdyn.dynamics._flow_observables``), and the sweep kernel's sharpness
-maps its own rows (:func:`mfdyn.sweep.kernel._run_chunk`). Batched LAPACK calls remain where a
-program makes one such call at a time and is run from one thread (the Newton solves of
-:mod:`mfdyn.rank1.orbits`, the differentiated pseudo-inverse of :mod:`mfdyn.symmetric.cascade`).
+``sigma_min_polar`` of :mod:`mfdyn.deep`, the pseudo-inverses of the Newton solves of
+:mod:`mfdyn.rank1.orbits` and of :mod:`mfdyn.symmetric.cascade` (differentiated there in forward
+mode, under ``vmap``: the same bits, tested). The observables recorded along a gradient flow are
+evaluated one state at a time (``mfdyn.dynamics._flow_observables``), and the sweep kernel's
+sharpness maps its own rows (:func:`mfdyn.sweep.kernel._run_chunk`).
 """
 
 from __future__ import annotations
@@ -52,3 +52,4 @@ qr = one_matrix_per_call(jnp.linalg.qr)
 svd = one_matrix_per_call(jnp.linalg.svd)
 svdvals = one_matrix_per_call(lambda x: jnp.linalg.svd(x, compute_uv=False))
 slogdet = one_matrix_per_call(jnp.linalg.slogdet)
+pinv = one_matrix_per_call(jnp.linalg.pinv)

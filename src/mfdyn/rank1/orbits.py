@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _lapack as lapack
 from .. import _validate as v
 from ..errors import InputError
 from .gd_map import iterate, iterate_jacobian, orbit_points
@@ -58,6 +59,9 @@ class PeriodicOrbit:
                     spectral_radius=self.spectral_radius, stable=self.stable, residual=self.residual)
 
 
+_newton_pinv = lapack.one_matrix_per_call(lambda J: jnp.linalg.pinv(J, rtol=1e-12))  # (one matrix per LAPACK call)
+
+
 @partial(jax.jit, static_argnames=("k", "iterations"))
 def _newton_batch(problem: Any, starts: jax.Array, eta: jax.Array, k: int, iterations: int):
     def residual(z):
@@ -66,7 +70,7 @@ def _newton_batch(problem: Any, starts: jax.Array, eta: jax.Array, k: int, itera
     def newton_step(_, z):
         f = residual(z)
         J = jax.jacfwd(residual)(z)
-        dz = -jnp.linalg.pinv(J, rtol=1e-12) @ f
+        dz = -_newton_pinv(J) @ f
         cap = 0.5 * (1.0 + jnp.linalg.norm(z))
         dz = dz * jnp.minimum(1.0, cap / (jnp.linalg.norm(dz) + 1e-300))
         z_new = z + dz

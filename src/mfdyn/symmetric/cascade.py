@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _lapack as lapack
 from .. import _validate as v
 from ..errors import InputError
 from .spectrum import Spectrum, spectrum
@@ -161,8 +162,9 @@ def cascade_rhs_scale(spec: Spectrum, S: np.ndarray, K: np.ndarray, P1: np.ndarr
 
 
 def _cascade_of_Y(Y1: jax.Array, Y2: jax.Array):
-    """``(S, K, P1)`` from ``Y1 (p, r)``, ``Y2 (n-p, r)`` with ``jnp.linalg.pinv`` (differentiable at constant rank)."""
-    pinv = jnp.linalg.pinv(Y1)  # (r, p)
+    """``(S, K, P1)`` from ``Y1 (p, r)``, ``Y2 (n-p, r)`` with the pseudo-inverse (``jnp.linalg.pinv``,
+    differentiable at constant rank)."""
+    pinv = lapack.pinv(Y1)  # (r, p); one matrix per LAPACK call under vmap (mfdyn._lapack)
     projector = jnp.eye(Y1.shape[1]) - pinv @ Y1  # (r, r), I - Y1^+ Y1
     return Y2 @ projector @ Y2.T, Y2 @ pinv, Y1 @ Y1.T
 
