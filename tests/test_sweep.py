@@ -928,3 +928,29 @@ def test_scalar_imbalance_of_a_balanced_state_is_zero():
     diagonal = ds.final_imbalance.values[:, [0, 1], [0, 1]]
     assert np.all(diagonal == 0.0)
     assert mfdyn.gd(scalar, (1.3, 1.3), 0.1, 5, record=("imbalance_norm",))["imbalance_norm"][-1] == 0.0
+
+
+def test_results_written_into_reused_memory_are_the_same(scalar_ds, monkeypatch):
+    """A dropped result's memory, left full of other values, holds the next sweep's results: the
+    same bits as a sweep into fresh memory (every row is written)."""
+    memory = importlib.import_module("mfdyn.sweep.memory")
+    monkeypatch.setattr(memory, "MIN_BYTES", 0)  # (this sweep's arrays are small)
+    memory.release()
+    run = partial(mfdyn.sweep, SCALAR, scalar_axes(), STEPS, keep_orbit=4, chunk=CHUNK, progress=False)
+    first = run()
+    xr_identical(scalar_ds, first)
+    used = set()
+    for name, var in first.data_vars.items():
+        values = var.values
+        used.add(values.__array_interface__["data"][0])
+        values[...] = "garbage" if values.dtype.kind == "U" else np.nan if values.dtype.kind == "f" else -7
+    del first, var, values
+    import gc
+
+    gc.collect()
+    assert memory.held_bytes() > 0
+    second = run()
+    reused = {var.values.__array_interface__["data"][0] for var in second.data_vars.values()}
+    assert used & reused  # (written into the dropped result's memory)
+    xr_identical(scalar_ds, second)
+    memory.release()

@@ -24,6 +24,7 @@ import xarray as xr
 from .. import _validate as v
 from ..errors import InputError
 from ..problems import Problem, ScalarFactorization
+from . import memory
 from . import store as st
 from .classify import LABELS, decode
 from .distribute import (ChunkJob, LANE, cluster_llvm_options, cluster_platform, dask_client, kernel_platform,
@@ -449,10 +450,11 @@ def _run(plan: Plan, store: Any, scheduler: Any, workers: int | None, progress: 
         runner = run_processes(plan.job, values_of, pieces, workers)
     else:
         runner = run_dask(plan.job, values_of, pieces, scheduler, key_prefix=f"mfdyn-sweep-{plan.fingerprint}-{uuid.uuid4().hex[:8]}")
-    # in memory every chunk is run and overwrites its rows: no fill needed
-    flat = st.empty_results(grid.size, plan.layout, fill=False) if path is None else None
+    # in memory every chunk is run and overwrites its rows: no fill needed (and the arrays may reuse
+    # the memory of results dropped since: :mod:`mfdyn.sweep.memory`)
+    flat = st.empty_results(grid.size, plan.layout, fill=False, empty=memory.empty) if path is None else None
     if flat is not None:
-        flat["outcome"] = np.empty(grid.size, dtype=LABELS.dtype)
+        flat["outcome"] = memory.empty(grid.size, LABELS.dtype)
     writer = st.ChunkWriter(path, plan.layout) if path is not None else contextlib.nullcontext()
     with SweepProgress(len(ranges), plan.config["steps"], progress) as bar, writer:
         bar.set_total(grid.size, done=[stop - start for i, (start, stop) in enumerate(ranges) if done[i]])

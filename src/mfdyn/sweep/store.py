@@ -59,11 +59,11 @@ def reserved_names() -> frozenset[str]:
     return frozenset({*layout, *extra, "point", "chunk", "chunk_done"})
 
 
-def empty_results(size: int, layout: dict, fill: bool = True) -> dict[str, np.ndarray]:
+def empty_results(size: int, layout: dict, fill: bool = True, empty: Any = np.empty) -> dict[str, np.ndarray]:
     """Result arrays for ``size`` points, filled with the layout's fill values (``fill=False``:
-    uninitialized, for a caller that writes every row)."""
+    uninitialized, made by ``empty(shape, dtype)``, for a caller that writes every row)."""
     if not fill:
-        return {name: np.empty((size, *(n for _, n in extra)), dtype=dtype) for name, (dtype, extra, _) in layout.items()}
+        return {name: empty((size, *(n for _, n in extra)), dtype) for name, (dtype, extra, _) in layout.items()}
     return {name: np.full((size, *(n for _, n in extra)), value, dtype=dtype) for name, (dtype, extra, value) in layout.items()}
 
 
