@@ -2,8 +2,8 @@
 
 A sweep returns new arrays: for the scalar benchmark's million points, 101 MB (61 MB of numbers, 40 MB
 of outcome labels). Fresh memory reaches a process as pages the operating system clears on their first
-touch, on the cores that run the sweep: measured on the scalar benchmark (2 cores), 6-7% of the sweep's
-time. An array made by :func:`empty` lives in a block of its own; when the last array or view of it is
+touch, on the cores that run the sweep: reusing memory took 3-4% off the scalar benchmark's sweep (2 cores,
+the median of per-round ratios, alternating order). An array made by :func:`empty` lives in a block of its own; when the last array or view of it is
 gone (the caller dropped the result), the block comes back here, and the next sweep writes its results
 into it without that clearing. At most :data:`KEPT_BYTES` are held here at a time (anything beyond is
 handed back to the system); :func:`release` hands back everything held.
