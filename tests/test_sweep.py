@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import re
@@ -945,8 +946,6 @@ def test_results_written_into_reused_memory_are_the_same(scalar_ds, monkeypatch)
         used.add(values.__array_interface__["data"][0])
         values[...] = "garbage" if values.dtype.kind == "U" else np.nan if values.dtype.kind == "f" else -7
     del first, var, values
-    import gc
-
     gc.collect()
     assert memory.held_bytes() > 0
     second = run()

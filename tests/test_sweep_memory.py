@@ -41,7 +41,7 @@ def test_small_and_object_arrays_are_plain_numpy():
 def test_a_block_comes_back_only_when_its_last_view_is_gone():
     arr = memory.empty((1 << 18,), np.float64)
     start = address(arr)
-    views = [arr[::2], arr.reshape(512, 512)[3], np.asarray(arr), memoryview(arr)]
+    views = [arr[::2], arr.reshape(512, 512)[3], arr.view(np.int64), memoryview(arr)]
     del arr
     for _ in range(len(views)):
         gc.collect()

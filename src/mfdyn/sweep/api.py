@@ -381,7 +381,9 @@ def sweep(
     Convergence and periodicity tests: see :mod:`mfdyn.sweep.kernel` (``check_every``: steps fused
     between two tests, a speed knob; events inside a block are located exactly). Attributes: the
     configuration (``mfdyn_config``, JSON: an axis of more than 1024 values is recorded by its size,
-    first and last values and SHA-256, its values being the coordinates) and version.
+    first and last values and SHA-256, its values being the coordinates) and version. The arrays of a
+    result in memory may reuse the memory of results this process dropped (:mod:`mfdyn.sweep.memory`:
+    at most 512 MiB are held for that; ``mfdyn.sweep.memory.release()`` hands them back).
 
     ``chunk``: trajectories per chunk, the unit of storage, resumption and distribution (default:
     8 cache-sized tiles, at most a quarter of a worker's share; on a GPU the whole grid, up to

@@ -2,15 +2,16 @@
 
 A sweep returns new arrays: for the scalar benchmark's million points, 101 MB (61 MB of numbers, 40 MB
 of outcome labels). Fresh memory reaches a process as pages the operating system clears on their first
-touch, on the cores that run the sweep: reusing memory took 3-4% off the scalar benchmark's sweep (2 cores,
-the median of per-round ratios, alternating order). An array made by :func:`empty` lives in a block of its own; when the last array or view of it is
-gone (the caller dropped the result), the block comes back here, and the next sweep writes its results
-into it without that clearing. At most :data:`KEPT_BYTES` are held here at a time (anything beyond is
-handed back to the system); :func:`release` hands back everything held.
+touch, on the cores that run the sweep: reusing memory took 3-4% off the scalar benchmark's sweep
+(2 cores, the median of per-round ratios, the two variants in alternating order). An array made by
+:func:`empty` lives in a block of its own; when the last array or view of it is gone (the caller
+dropped the result), the block comes back here, and the next sweep writes its results into it without
+that clearing. At most :data:`KEPT_BYTES` are held here at a time (anything beyond is handed back to
+the system); :func:`release` hands back everything held.
 
 Safe because a block returns only when nothing can read it any more (a ``weakref.finalize`` on the
-buffer that every array and view of the block keeps alive), and a sweep writes every row of its
-results before it returns them.
+buffer object that NumPy made for the block, which every array and view of it keeps alive), and a
+sweep writes every row of its results before it returns them.
 """
 
 from __future__ import annotations
@@ -42,8 +43,11 @@ def empty(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
     size = -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
     block = _take(size) or mmap.mmap(-1, size)
     flat = np.frombuffer(block, dtype=dtype, count=count)
-    # every array made from `flat` (views, reshapes) keeps its buffer alive: when that goes, so did they
-    weakref.finalize(flat.base, _give_back, size, block)
+    # every array made from `flat` (views, reshapes) keeps NumPy's buffer object alive: when that goes,
+    # so did they. (Were it the block itself, the finalizer's own reference would keep it for ever.)
+    if not isinstance(flat.base, memoryview):
+        return np.empty(shape, dtype)
+    weakref.finalize(flat.base, _give_back, size, block).atexit = False
     return flat.reshape(shape)
 
 
