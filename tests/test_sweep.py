@@ -6,6 +6,7 @@ import gc
 import importlib
 import json
 import re
+import threading
 from functools import partial
 
 import jax
@@ -953,3 +954,29 @@ def test_results_written_into_reused_memory_are_the_same(scalar_ds, monkeypatch)
     assert used & reused  # (written into the dropped result's memory)
     xr_identical(scalar_ds, second)
     memory.release()
+
+
+def test_chunk_threads_put_their_results_in_place(scalar_ds):
+    """``run_local`` with a sink: each chunk's results go to the sink once, from the chunk's own
+    thread (not the caller's), and are those of a run without one; the iterator yields no results."""
+    api = importlib.import_module("mfdyn.sweep.api")
+    distribute = importlib.import_module("mfdyn.sweep.distribute")
+    plan = api.plan_sweep(SCALAR, scalar_axes(), STEPS, tol=1e-12, max_period=64, keep_orbit=4, chunk=CHUNK,
+                          init_kind="gaussian", params0=None, check_every=16, sharpness=True, workers=2)
+    values_of = partial(api._chunk_values, plan.grid, spec=plan.job.spec)
+    pieces = list(enumerate(api.chunk_ranges(plan.grid.size, plan.chunk)))
+    ref = dict(distribute.run_local(plan.job, values_of, pieces, 2))
+    got, threads = {}, set()
+
+    def sink(idx, result):
+        assert idx not in got
+        got[idx] = result
+        threads.add(threading.get_ident())
+
+    yielded = list(distribute.run_local(plan.job, values_of, pieces, 2, sink=sink))
+    assert sorted(yielded) == [(idx, None) for idx, _ in pieces]
+    assert threading.get_ident() not in threads
+    assert sorted(got) == sorted(ref)
+    for idx in ref:
+        for name in ref[idx]:
+            np.testing.assert_array_equal(got[idx][name], ref[idx][name], err_msg=f"chunk {idx} {name}")

@@ -446,17 +446,20 @@ def _run(plan: Plan, store: Any, scheduler: Any, workers: int | None, progress: 
     todo = [i for i in range(len(ranges)) if not done[i]]
     pieces = [(i, ranges[i]) for i in todo]
     values_of = partial(_chunk_values, grid, spec=plan.job.spec)  # (called where the chunk runs)
-    if _in_process(scheduler):
-        runner = run_local(plan.job, values_of, pieces, workers)
-    elif scheduler == "processes":
-        runner = run_processes(plan.job, values_of, pieces, workers)
-    else:
-        runner = run_dask(plan.job, values_of, pieces, scheduler, key_prefix=f"mfdyn-sweep-{plan.fingerprint}-{uuid.uuid4().hex[:8]}")
     # in memory every chunk is run and overwrites its rows: no fill needed (and the arrays may reuse
     # the memory of results dropped since: :mod:`mfdyn.sweep.memory`)
     flat = st.empty_results(grid.size, plan.layout, fill=False, empty=memory.empty) if path is None else None
     if flat is not None:
         flat["outcome"] = memory.empty(grid.size, LABELS.dtype)
+    if _in_process(scheduler):
+        # in memory, each chunk thread puts its own results in place (5-6% faster than the caller's
+        # thread waking for every chunk to do it: the scalar benchmark, per-round medians 0.94, 0.94)
+        sink = partial(_put_rows, flat, ranges, plan.layout) if flat is not None else None
+        runner = run_local(plan.job, values_of, pieces, workers, sink=sink)
+    elif scheduler == "processes":
+        runner = run_processes(plan.job, values_of, pieces, workers)
+    else:
+        runner = run_dask(plan.job, values_of, pieces, scheduler, key_prefix=f"mfdyn-sweep-{plan.fingerprint}-{uuid.uuid4().hex[:8]}")
     writer = st.ChunkWriter(path, plan.layout) if path is not None else contextlib.nullcontext()
     with SweepProgress(len(ranges), plan.config["steps"], progress) as bar, writer:
         bar.set_total(grid.size, done=[stop - start for i, (start, stop) in enumerate(ranges) if done[i]])
@@ -464,16 +467,22 @@ def _run(plan: Plan, store: Any, scheduler: Any, workers: int | None, progress: 
             start, stop = ranges[idx]
             if path is not None:
                 writer.write(idx, start, stop, result)
-            else:  # (outcome labels decoded chunk by chunk, while the workers run)
-                for name in plan.layout:
-                    if name == "outcome":
-                        decode(result[name], out=flat[name][start:stop])
-                    else:
-                        flat[name][start:stop] = result[name]
+            elif result is not None:  # (a chunk from another process, put in place while the others run)
+                _put_rows(flat, ranges, plan.layout, idx, result)
             bar.advance(stop - start)
     if path is not None:
         flat, _ = st.read_flat(path, plan.layout, chunk_size)
     return st.gridded(flat, grid, plan.layout, _attrs(plan.config, grid.size, grid.size))
+
+
+def _put_rows(flat: dict[str, np.ndarray], ranges: list[tuple[int, int]], layout: dict, idx: int, result: dict) -> None:
+    """A chunk's results into its rows of the in-memory result (its outcome labels decoded)."""
+    start, stop = ranges[idx]
+    for name in layout:
+        if name == "outcome":
+            decode(result[name], out=flat[name][start:stop])
+        else:
+            flat[name][start:stop] = result[name]
 
 
 def _chunk_values(grid: Grid, bounds: tuple[int, int], *, spec: KernelSpec) -> dict[str, np.ndarray]:

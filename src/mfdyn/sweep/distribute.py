@@ -151,8 +151,10 @@ def local_workers(workers: int | None, platform: str = "cpu") -> int:
 
 
 def run_local(job: ChunkJob, values_of: ValuesOf, pieces: list[Piece], workers: int | None,
-              device: Any = None) -> Iterator[tuple[int, dict]]:
+              device: Any = None, sink: Callable[[int, dict], None] | None = None) -> Iterator[tuple[int, dict | None]]:
     """Chunks on a thread pool, one chunk per core at a time (XLA releases the GIL while running).
+    With ``sink``, each chunk's thread hands its results to ``sink(index, results)`` and yields
+    ``(index, None)``.
 
     The kernel is compiled first, once, so that the threads share it (a chunk run alone for that
     would leave the other cores idle meanwhile). Everything runs on ``device``, by default the
@@ -166,14 +168,18 @@ def run_local(job: ChunkJob, values_of: ValuesOf, pieces: list[Piece], workers: 
     if device is None:
         device = jax.config.jax_default_device  # (this thread's: a `with jax.default_device` context included)
 
-    def run(bounds):  # a chunk's values are built by its thread
+    def run(idx, bounds):  # a chunk's values are built by its thread (and its results taken by `sink` there)
         with jax.default_device(device):
-            return compute_chunk(job, values_of(bounds))
+            result = compute_chunk(job, values_of(bounds))
+        if sink is None:
+            return result
+        sink(idx, result)
+        return None
 
     with jax.default_device(device):
         compile_kernel(job, values_of(pieces[0][1]))
     with ThreadPoolExecutor(max_workers=local_workers(workers, device_platform(device))) as pool:
-        futures = {pool.submit(run, bounds): idx for idx, bounds in pieces}
+        futures = {pool.submit(run, idx, bounds): idx for idx, bounds in pieces}
         try:
             for fut in as_completed(futures):
                 yield futures[fut], fut.result()
