@@ -138,6 +138,9 @@ def test_accelerator_plan_is_one_tile_per_chunk_and_changes_no_bit(scalar_ds, mo
     with_orbit = api.ACCELERATOR_CHUNK_BYTES // (2 * 8 * (12 + 64) * 256) // lane * lane  # 64 kept states of 256 coordinates
     assert api.default_chunk(10**6, 256, 1, "gpu", keep_orbit=64) == with_orbit
     assert distribute.local_workers(None, "gpu") == 1 and distribute.local_workers(3, "gpu") == 3
+    # chunk threads: one per core and a spare on a CPU, one on an accelerator, `workers` if given
+    assert distribute.chunk_threads(None, "cpu") == distribute.local_workers(None, "cpu") + distribute.SPARE_CHUNK_THREADS
+    assert distribute.chunk_threads(None, "gpu") == 1 and distribute.chunk_threads(2, "cpu") == 2
     planned = api.plan_sweep(SCALAR, scalar_axes(), STEPS, tol=1e-12, max_period=64, keep_orbit=4, chunk=None,
                              init_kind="gaussian", params0=None, check_every=16, sharpness=True, workers=None).job.spec
     assert distribute.executed_spec(planned, "cpu") is planned  # cache-sized tiles on a CPU

@@ -150,9 +150,23 @@ def local_workers(workers: int | None, platform: str = "cpu") -> int:
     return max(1, os.cpu_count() or 1) if platform == "cpu" else 1
 
 
+SPARE_CHUNK_THREADS = 1  # chunk threads beyond one per core, on a CPU (chunk_threads)
+
+
+def chunk_threads(workers: int | None, platform: str = "cpu") -> int:
+    """Threads that run chunks in this process: ``workers``, else on a CPU one per core and
+    ``SPARE_CHUNK_THREADS`` more, and one on an accelerator. A chunk's thread also builds its axis
+    values and puts its results in place, outside XLA: with a spare thread no core waits meanwhile.
+    Measured on the scalar benchmark (2 cores, alternating order, per-round medians): 3 threads took
+    0.959x, 0.929x and 0.964x the time of 2, and 4 threads 0.949x."""
+    if workers is not None or platform != "cpu":
+        return local_workers(workers, platform)
+    return local_workers(None, platform) + SPARE_CHUNK_THREADS
+
+
 def run_local(job: ChunkJob, values_of: ValuesOf, pieces: list[Piece], workers: int | None,
               device: Any = None, sink: Callable[[int, dict], None] | None = None) -> Iterator[tuple[int, dict | None]]:
-    """Chunks on a thread pool, one chunk per core at a time (XLA releases the GIL while running).
+    """Chunks on a thread pool (:func:`chunk_threads`; XLA releases the GIL while running).
     With ``sink``, each chunk's thread hands its results to ``sink(index, results)`` and yields
     ``(index, None)``.
 
@@ -178,7 +192,7 @@ def run_local(job: ChunkJob, values_of: ValuesOf, pieces: list[Piece], workers: 
 
     with jax.default_device(device):
         compile_kernel(job, values_of(pieces[0][1]))
-    with ThreadPoolExecutor(max_workers=local_workers(workers, device_platform(device))) as pool:
+    with ThreadPoolExecutor(max_workers=chunk_threads(workers, device_platform(device))) as pool:
         futures = {pool.submit(run, idx, bounds): idx for idx, bounds in pieces}
         try:
             for fut in as_completed(futures):
