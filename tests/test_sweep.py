@@ -800,7 +800,8 @@ problem = mfdyn.DeepFactorization(jnp.diag(jnp.array([1.0, 0.5, 0.2])), depth=3)
 axes = {"eta": [0.05, 0.3, 0.9], "seed": np.arange(6), "scale": [0.3]}
 two = mfdyn.sweep(problem, axes, 200, progress=False, workers=2)
 one = mfdyn.sweep(problem, axes, 200, progress=False, workers=1, chunk=5)
-print(two.identical(one), bool(np.isfinite(two.final_sharpness.values).any()))
+spare = mfdyn.sweep(problem, axes, 200, progress=False, chunk=5)  # (a thread per core and a spare one)
+print(two.identical(one) and spare.identical(one), bool(np.isfinite(two.final_sharpness.values).any()))
 """
 
 
