@@ -396,10 +396,9 @@ def sweep(
     per chunk there, :func:`~mfdyn.sweep.distribute.executed_spec`; ``JAX_PLATFORMS=cpu`` or
     ``with jax.default_device(jax.devices("cpu")[0])`` keeps a sweep on the CPU); ``"processes"``
     on a pool of local worker processes, one per core, on the CPU, started on first use and kept
-    for the session (:mod:`mfdyn.sweep.processes`: 6-24% faster for large sweeps, as the
-    threads of one process share XLA's thread pool and their programs hop between its threads; the
-    start and each worker's compilation on one core cost seconds once, 9.2-15.5 s for the scalar
-    benchmark on 2 cores); a Dask ``Client`` or
+    for the session (:mod:`mfdyn.sweep.processes`: as fast as the threads on the scalar
+    benchmark, 1.20x the fused reference's time for both; the start and each worker's compilation
+    on one core cost seconds once, 9.2-15.5 s for that benchmark on 2 cores); a Dask ``Client`` or
     ``"tcp://host:port"`` runs them on a cluster. The result is bitwise identical for any
     ``chunk``, ``workers``, ``scheduler`` and interruption on one platform with the same LLVM options;
     a GPU rounds differently from a CPU, and XLA's sums over matrix entries may round differently

@@ -1,9 +1,12 @@
 """Local worker processes for sweeps (``scheduler="processes"``): one process per core, each pinned.
 
-Why processes: the threads of one process share XLA:CPU's intra-op thread pool, over which XLA
-splits every large fused loop in as many tasks as there are cores. Two chunks running at once in
-one process wait on each other's tasks: each runs 25-35% slower than alone (measured on 2 cores).
-A process pinned to one core before JAX starts compiles single-threaded kernels and shares nothing.
+Why processes: a process pinned to one core before JAX starts compiles single-threaded kernels and
+shares nothing with the others (no thread pool, no allocator, no interpreter lock). When the kernel
+still split its large loops over XLA:CPU's intra-op pool (until the tenth session's
+``kernel.COMPILER_OPTIONS``), two chunks on threads of one process ran 25-35% slower each than alone
+(2 cores), and the worker processes were 6-24% faster than threads on large sweeps. Since the
+twenty-second session, with the chunk threads putting their results in place themselves and a spare
+chunk thread, both take 1.20x the fused reference's time on the scalar benchmark.
 
 A pool starts on first use (a Python interpreter with JAX per core, in parallel) and is kept for the
 session; each worker compiles a sweep's kernel once, on its first chunk and on its one core (with the
