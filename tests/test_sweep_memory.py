@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gc
 import importlib
+import os
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,3 +73,31 @@ def test_at_most_kept_bytes_are_held_and_release_hands_them_back(monkeypatch):
     assert memory.held_bytes() == 4 << 20  # the third did not fit
     memory.release()
     assert memory.held_bytes() == 0
+
+
+def test_blocks_are_private_mappings_a_forked_process_copies(tmp_path):
+    """A block is a private mapping (``/proc/self/maps``: ``rw-p``), so that a process forked after a
+    sweep writes into its own copy, as with any other memory, never into its parent's results."""
+    arr = memory.empty((1 << 18,), np.float64)
+    start = address(arr)
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        for line in maps.read_text().splitlines():
+            low, high = (int(x, 16) for x in line.split()[0].split("-"))
+            if low <= start < high:
+                assert line.split()[1] == "rw-p", line
+                break
+        else:
+            raise AssertionError("the block is not among the process's mappings")
+    if not hasattr(os, "fork"):
+        return
+    arr[:] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (JAX warns that a fork of a threaded process may deadlock)
+        pid = os.fork()
+    if pid == 0:  # the child: write, then leave at once
+        arr[:] = 2.0
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert np.all(arr == 1.0)

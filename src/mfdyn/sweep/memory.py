@@ -10,8 +10,9 @@ that clearing. At most :data:`KEPT_BYTES` are held here at a time (anything beyo
 the system); :func:`release` hands back everything held.
 
 Safe because a block returns only when nothing can read it any more (a ``weakref.finalize`` on the
-buffer object that NumPy made for the block, which every array and view of it keeps alive), and a
-sweep writes every row of its results before it returns them.
+buffer object that NumPy made for the block, which every array and view of it keeps alive), a sweep
+writes every row of its results before it returns them, and a block is a private mapping (a process
+forked from this one writes into its own copy).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 KEPT_BYTES = 512 << 20  # blocks held for reuse, at most
+_PRIVATE = (mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS) if hasattr(mmap, "MAP_ANONYMOUS") else None  # (else np.empty)
 MIN_BYTES = 1 << 20  # smaller arrays come from NumPy's allocator (malloc reuses them itself)
 
 _free: dict[int, list[mmap.mmap]] = {}  # blocks ready for reuse, by size
@@ -38,10 +40,12 @@ def empty(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
     dtype = np.dtype(dtype)
     count = int(np.prod(shape, dtype=np.int64))
     nbytes = count * dtype.itemsize
-    if nbytes < MIN_BYTES or dtype.hasobject:
+    if nbytes < MIN_BYTES or dtype.hasobject or _PRIVATE is None:
         return np.empty(shape, dtype)
     size = -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
-    block = _take(size) or mmap.mmap(-1, size)
+    # (private: a forked process gets copies on write, as of any other memory; mmap's default, a
+    # shared mapping, would let a child and its parent write into one block)
+    block = _take(size) or mmap.mmap(-1, size, flags=_PRIVATE)
     flat = np.frombuffer(block, dtype=dtype, count=count)
     # every array made from `flat` (views, reshapes) keeps NumPy's buffer object alive: when that goes,
     # so did they. (Were it the block itself, the finalizer's own reference would keep it for ever.)
