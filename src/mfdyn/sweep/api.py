@@ -387,9 +387,9 @@ def sweep(
 
     ``chunk``: trajectories per chunk, the unit of storage, resumption and distribution (default:
     8 cache-sized tiles, at most a quarter of a worker's share; on a GPU the whole grid, up to
-    2^21 points); ``workers``: local threads or processes (default: a process per core; a thread per core and
-    one more, which keeps the cores busy while a thread builds a chunk's inputs or stores its results;
-    one on a GPU);
+    2^21 points); ``workers``: local threads or processes (default: a process per core; a thread
+    per core and one more, which keeps the cores busy while a thread builds a chunk's inputs or
+    stores its results; one on a GPU);
     ``store="out.zarr"``: write chunk by chunk, resume on a second call with the same arguments,
     refuse a store of another configuration; ``scheduler``: ``None`` (or ``"threads"``) runs the
     chunks in this process, on JAX's default device: all local cores of a CPU, or a GPU (one tile

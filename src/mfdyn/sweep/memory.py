@@ -29,7 +29,6 @@ _PRIVATE = (mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS) if hasattr(mmap, "MAP_ANONYMO
 MIN_BYTES = 1 << 20  # smaller arrays come from NumPy's allocator (malloc reuses them itself)
 
 _free: dict[int, list[mmap.mmap]] = {}  # blocks ready for reuse, by size
-_kept = [0]  # bytes in _free
 _lock = threading.RLock()  # (reentrant: a block may come back while this thread holds it)
 
 
@@ -51,34 +50,29 @@ def empty(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
     # so did they. (Were it the block itself, the finalizer's own reference would keep it for ever.)
     if not isinstance(flat.base, memoryview):
         return np.empty(shape, dtype)
-    weakref.finalize(flat.base, _give_back, size, block).atexit = False
+    weakref.finalize(flat.base, _give_back, block).atexit = False
     return flat.reshape(shape)
 
 
 def _take(size: int) -> mmap.mmap | None:
     with _lock:
         blocks = _free.get(size)
-        if not blocks:
-            return None
-        _kept[0] -= size
-        return blocks.pop()
+        return blocks.pop() if blocks else None
 
 
-def _give_back(size: int, block: mmap.mmap) -> None:
+def _give_back(block: mmap.mmap) -> None:
     with _lock:
-        if _kept[0] + size <= KEPT_BYTES:
-            _free.setdefault(size, []).append(block)
-            _kept[0] += size
+        if held_bytes() + len(block) <= KEPT_BYTES:
+            _free.setdefault(len(block), []).append(block)
 
 
 def held_bytes() -> int:
     """Bytes held for reuse now."""
     with _lock:
-        return _kept[0]
+        return sum(size * len(blocks) for size, blocks in _free.items())
 
 
 def release() -> None:
     """Hands every block held for reuse back to the system."""
     with _lock:
         _free.clear()
-        _kept[0] = 0
